@@ -1,0 +1,274 @@
+"""PPO's losses as pure functions (introduced in chapter 02).
+
+Every function takes tensors and returns a loss to *minimise* plus, where useful, a dict of
+detached statistics (python floats). The same functions serve the bandit (ch. 01–02),
+CartPole (ch. 03) and GPT-2 (ch. 04–05): there is no second copy for language models.
+
+Notation (one vocabulary everywhere):
+    logp      log π_θ(a|s)          the policy being optimised
+    old_logp  log π_θ_old(a|s)      the policy that collected the samples
+    ref_logp  log π_ref(a|s)        a frozen reference (the SFT model in RLHF)
+    r(θ)      = exp(logp − old_logp) the probability *ratio* (not the reward r_t)
+    Â         advantage estimate
+    ε         clip range (clip_eps), usually 0.1 to 0.3
+    β         KL coefficient (beta), usually 0.01 to 0.2 in RLHF
+
+Shapes: any shape `(*)` shared by all per-sample inputs, e.g. `(B,)` for a bandit batch,
+`(T*N,)` for CartPole minibatches, `(B, T)` for tokens with a `(B, T)` mask.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import (as_tensor, check_mask, finite_tensor, non_negative, positive_finite,
+                      same_shape)
+from .masking import masked_mean
+
+__all__ = ["clipped_surrogate", "kl_estimate", "kl_penalty", "value_loss",
+           "entropy_from_logits", "ppo_objective", "MAX_LOG_RATIO"]
+
+#: Log-ratios are bounded to ±MAX_LOG_RATIO in the *value* used for exp(), with the gradient
+#: passed straight through, so that a ratio of e^100 gives a finite loss and a finite,
+#: restoring gradient instead of inf/NaN. e^20 ≈ 4.9e8 is far outside any trust region.
+MAX_LOG_RATIO = 20.0
+
+
+def _bounded(log_ratio: torch.Tensor) -> torch.Tensor:
+    """`log_ratio` clamped to ±MAX_LOG_RATIO in value, identity in gradient."""
+    return log_ratio + (log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO) - log_ratio).detach()
+
+
+def _per_sample(name: str, x, like: torch.Tensor | None = None) -> torch.Tensor:
+    t = finite_tensor(as_tensor(x, name), name)
+    if not t.is_floating_point():
+        t = t.float()
+    return t
+
+
+def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None):
+    """PPO-Clip's surrogate, negated so that it is a loss to minimise.
+
+        r(θ)    = exp(logp − old_logp)
+        L^CLIP  = E[ min( r(θ)·Â , clip(r(θ), 1−ε, 1+ε)·Â ) ]
+        loss    = −L^CLIP
+
+    For Â > 0 the objective stops rewarding r above 1+ε; for Â < 0 it stops rewarding r
+    below 1−ε. Where the clipped branch is the minimum, the gradient is exactly zero.
+
+    Args:
+        logp: `(*)` log π_θ(a|s), requires grad.
+        old_logp: `(*)` log π_θ_old(a|s) at sampling time (treated as a constant).
+        advantages: `(*)` Â, treated as a constant.
+        clip_eps: ε > 0; None switches clipping off (plain importance-sampled surrogate,
+            for the "no constraint" experiments).
+        mask: optional `(*)` 0/1 mask; statistics and the mean use unmasked entries only.
+
+    Returns:
+        (loss, stats): loss a 0-dim tensor; stats floats `policy_loss`, `clipfrac`
+        (fraction of samples where the clip is active), `approx_kl` (k1 mean of
+        old_logp − logp), `approx_kl_k3` (mean of (r−1) − log r, ≥ 0), `ratio_mean`,
+        `ratio_max`, `ratio_min`.
+    """
+    logp = _per_sample("logp", logp)
+    old_logp = _per_sample("old_logp", old_logp)
+    advantages = _per_sample("advantages", advantages)
+    same_shape("logp", logp, "old_logp", old_logp)
+    same_shape("logp", logp, "advantages", advantages)
+    eps = positive_finite(clip_eps, "clip_eps", allow_none=True)
+    m = check_mask(mask, logp)
+
+    log_ratio = logp - old_logp.detach()                               # log r(θ), (*)
+    ratio = torch.exp(_bounded(log_ratio))                             # r(θ), (*)
+    adv = advantages.detach()
+    unclipped = ratio * adv                                            # r(θ)·Â
+    if eps is None:
+        objective = unclipped
+        clipped_active = torch.zeros_like(ratio, dtype=torch.bool)
+    else:
+        clipped = torch.clamp(ratio, 1.0 - eps, 1.0 + eps) * adv      # clip(r, 1−ε, 1+ε)·Â
+        objective = torch.minimum(unclipped, clipped)                  # min(·,·), per sample
+        # the clip is active where the clipped branch is the (strictly smaller) minimum
+        clipped_active = clipped < unclipped
+    loss = -masked_mean(objective, m)
+
+    with torch.no_grad():
+        lr = log_ratio.detach()
+        r = ratio.detach()
+        stats = {
+            "policy_loss": float(loss.detach()),
+            "clipfrac": float(masked_mean(clipped_active.float(), m)),
+            "approx_kl": float(masked_mean(-lr, m)),                    # k1 of KL(π_old‖π_θ)
+            "approx_kl_k3": float(masked_mean((r - 1.0) - _bounded(lr), m)),  # k3, ≥ 0
+            "ratio_mean": float(masked_mean(r, m)),
+            "ratio_max": float(r[m].max() if m is not None else r.max()),
+            "ratio_min": float(r[m].min() if m is not None else r.min()),
+        }
+    return loss, stats
+
+
+def kl_estimate(logp, ref_logp, kind: str = "k1") -> torch.Tensor:
+    """Per-sample estimate of KL(π‖π_ref) from actions sampled from π.
+
+    With log-ratio  d = ref_logp − logp = log(π_ref/π):
+        k1 = −d                      unbiased, high variance, can be negative per sample
+        k2 = ½ d²                    biased, low variance, ≥ 0
+        k3 = (e^d − 1) − d           unbiased, low variance, ≥ 0   (Schulman 2020)
+
+    All three are exactly 0 where the two log-probabilities are equal.
+
+    Args:
+        logp: `(*)` log π(a|s) of the sampled actions.
+        ref_logp: `(*)` log π_ref(a|s) of the same actions.
+        kind: "k1", "k2" or "k3".
+
+    Returns: `(*)` per-sample estimates (average them, with a mask, for the KL).
+    """
+    if kind not in ("k1", "k2", "k3"):
+        raise ValueError(f"kind must be 'k1', 'k2' or 'k3', got {kind!r}")
+    logp = _per_sample("logp", logp)
+    ref_logp = _per_sample("ref_logp", ref_logp)
+    same_shape("logp", logp, "ref_logp", ref_logp)
+    d = ref_logp - logp                                                # log(π_ref/π)
+    if kind == "k1":
+        return -d
+    if kind == "k2":
+        return 0.5 * d ** 2
+    d = _bounded(d)
+    return torch.expm1(d) - d                                          # (e^d − 1) − d ≥ 0
+
+
+def kl_penalty(logp, ref_logp, beta, kind: str = "k1", mask=None) -> torch.Tensor:
+    """β times the (masked) mean KL estimate: the soft penalty of the composite objective.
+
+        penalty = β · mean_m( k(logp, ref_logp) )
+
+    Returns a 0-dim tensor (a loss term to *add*). β ≥ 0.
+    """
+    b = non_negative(beta, "beta")
+    est = kl_estimate(logp, ref_logp, kind)
+    return b * masked_mean(est, check_mask(mask, est))
+
+
+def value_loss(values, old_values, returns, clip_eps=None, mask=None):
+    """Squared-error value loss, optionally clipped around the old values (PPO2 style).
+
+        L^V = ½ · mean( (V − R)² )                                          unclipped
+        L^V = ½ · mean( max( (V − R)², (V_old + clip(V − V_old, −ε_v, ε_v) − R)² ) )
+
+    Args:
+        values: `(*)` V_θ(s), requires grad.
+        old_values: `(*)` V at sampling time (used only when clip_eps is set).
+        returns: `(*)` regression targets R (e.g. Â + V_old from GAE).
+        clip_eps: ε_v > 0 or None for the plain loss.
+        mask: optional `(*)` mask.
+
+    Returns: (loss, stats) with `value_loss`, `value_clipfrac`.
+    """
+    values = _per_sample("values", values)
+    old_values = _per_sample("old_values", old_values)
+    returns = _per_sample("returns", returns)
+    same_shape("values", values, "returns", returns)
+    same_shape("values", values, "old_values", old_values)
+    eps = positive_finite(clip_eps, "clip_eps", allow_none=True)
+    m = check_mask(mask, values)
+    returns = returns.detach()
+    err = (values - returns) ** 2
+    if eps is None:
+        per_sample = err
+        clipfrac = torch.zeros((), device=values.device)
+    else:
+        old = old_values.detach()
+        v_clipped = old + torch.clamp(values - old, -eps, eps)
+        err_clipped = (v_clipped - returns) ** 2
+        per_sample = torch.maximum(err, err_clipped)
+        clipfrac = masked_mean((err_clipped > err).float(), m)
+    loss = 0.5 * masked_mean(per_sample, m)
+    return loss, {"value_loss": float(loss.detach()), "value_clipfrac": float(clipfrac)}
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the categorical distribution defined by the last axis of `logits`.
+
+        H(π) = −Σ_a π(a) log π(a),   π = softmax(logits)
+
+    Args: logits `(*, A)` (A actions, or V vocabulary entries).
+    Returns: `(*)` entropies in nats, computed stably from log-softmax.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.dim() < 1:
+        raise ValueError("logits must be a tensor with an action axis last")
+    finite_tensor(logits, "logits")
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
+                  ref_logp=None, beta=0.0, kl_kind: str = "k3", kl=None,
+                  values=None, old_values=None, returns=None, value_clip_eps=None,
+                  vf_coef: float = 0.5, entropy=None, ent_coef: float = 0.0):
+    """The course's composite PPO objective, as one loss to minimise.
+
+        J(θ)  = E[ min(r·Â, clip(r, 1−ε, 1+ε)·Â) ]  −  β·KL(π_θ‖π_ref)
+        loss  = −J(θ)  +  c_v·L^V  −  c_H·H(π_θ)
+
+    The clip is a hard, per-sample limit on how far one update can push r(θ); the KL term
+    is a soft cost, over all samples, on drifting from π_ref. Chapter 02 shows why PPO for
+    language models uses both.
+
+    Args:
+        logp, old_logp, advantages, clip_eps, mask: as in `clipped_surrogate`
+            (clip_eps=None turns the clip off).
+        ref_logp: `(*)` log π_ref of the sampled actions; with β > 0 the penalty uses the
+            `kl_kind` estimator ("k1", "k2", "k3") on these samples.
+        beta: β ≥ 0. With β = 0 no reference is needed.
+        kl: optional `(*)` per-sample KL(π_θ‖π_ref) computed exactly (e.g. summed over a
+            small action set); used instead of the estimator when given.
+        values, old_values, returns, value_clip_eps, vf_coef: the value loss (optional).
+        entropy: optional `(*)` per-sample entropy H(π_θ(·|s)); ent_coef its bonus c_H.
+
+    Returns:
+        (loss, stats): stats holds everything `clipped_surrogate` reports plus `kl_ref`
+        (mean KL to the reference, 0 when there is none), `kl_penalty` (β·KL), `beta`,
+        `entropy`, `value_loss`, `value_clipfrac` where they apply, and `loss`.
+    """
+    beta = non_negative(beta, "beta")
+    vf_coef = non_negative(vf_coef, "vf_coef")
+    ent_coef = non_negative(ent_coef, "ent_coef")
+    loss, stats = clipped_surrogate(logp, old_logp, advantages, clip_eps, mask)
+    logp_t = as_tensor(logp, "logp")
+    m = check_mask(mask, logp_t)
+
+    if kl is not None:
+        kl_t = _per_sample("kl", kl)
+        same_shape("logp", logp_t, "kl", kl_t)
+    elif ref_logp is not None:
+        kl_t = kl_estimate(logp_t, ref_logp, kl_kind)
+    elif beta > 0:
+        raise ValueError("beta > 0 needs ref_logp (or an exact per-sample kl)")
+    else:
+        kl_t = None
+    if kl_t is not None:
+        kl_mean = masked_mean(kl_t, m)
+        if beta > 0:
+            loss = loss + beta * kl_mean                               # − (−β·KL)
+        stats["kl_ref"] = float(kl_mean.detach())
+    else:
+        stats["kl_ref"] = 0.0
+    stats["beta"] = beta
+    stats["kl_penalty"] = beta * stats["kl_ref"]
+
+    if values is not None:
+        if returns is None:
+            raise ValueError("values given without returns: the value loss needs both")
+        vl, vstats = value_loss(values, old_values if old_values is not None else values,
+                                returns, value_clip_eps, mask)
+        loss = loss + vf_coef * vl
+        stats.update(vstats)
+    if entropy is not None:
+        ent = _per_sample("entropy", entropy)
+        same_shape("logp", logp_t, "entropy", ent)
+        ent_mean = masked_mean(ent, m)
+        loss = loss - ent_coef * ent_mean
+        stats["entropy"] = float(ent_mean.detach())
+    stats["loss"] = float(loss.detach())
+    return loss, stats

@@ -1,0 +1,91 @@
+"""One metrics format everywhere: a JSON object per iteration in a JSONL file.
+
+Keys are namespaced as CleanRL and TRL do (`charts/episodic_return`, `losses/approx_kl`,
+`objective/kl`, ...; DESIGN.md lists them). Trainers write through `MetricsLog`, which
+flushes every line, so an interrupted run keeps everything it logged; `read_log` gives the
+records back for plots and for `ppo_core.diagnostics`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+__all__ = ["MetricsLog", "read_log"]
+
+
+def _clean(value):
+    """JSON-safe value. Non-finite floats are written as strings ("nan", "inf") so that
+    the file stays valid JSON and a reader sees them instead of a crash."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class MetricsLog:
+    """Append-only JSONL writer; also keeps the records in memory (`.records`).
+
+    `MetricsLog(None)` keeps records in memory only. `resume=True` appends to an existing
+    file and loads its records, so a resumed run's log continues where it stopped.
+    """
+
+    def __init__(self, path=None, resume: bool = False):
+        self.path = Path(path) if path is not None else None
+        self.records: list[dict] = []
+        self._fh = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume and self.path.exists():
+                self.records = read_log(self.path)
+                self._fh = open(self.path, "a", encoding="utf-8")
+            else:
+                self._fh = open(self.path, "w", encoding="utf-8")
+
+    def write(self, record: dict) -> dict:
+        record = _clean(dict(record))
+        self.records.append(record)
+        if self._fh is not None:
+            self._fh.write(json.dumps(record) + "\n")
+            self._fh.flush()
+        return record
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_log(path) -> list[dict]:
+    """Records of a JSONL log, in order. A truncated last line (a killed run) is skipped;
+    any other malformed line raises ValueError naming its line number."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"no log at {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):
+                break                                   # cut off mid-write: keep the rest
+            raise ValueError(f"{path}:{i} is not valid JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}:{i} is not a JSON object")
+        records.append({k: (float(v) if v in ("nan", "inf", "-inf") else v) for k, v in obj.items()})
+    return records
