@@ -1,0 +1,194 @@
+"""Reference tests for ppo_core.losses: hand-computed tables, exact KLs, edge cases."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ppo_core.losses import (MAX_LOG_RATIO, clipped_surrogate, entropy_from_logits, kl_estimate,
+                             kl_penalty, ppo_objective, value_loss)
+
+RATIOS = [0.5, 1.0, 1.5]
+EPS = 0.2
+
+# Hand-computed per-sample PPO-Clip objective min(r·A, clip(r, 0.8, 1.2)·A) at ε = 0.2,
+# and whether the clipped branch is the active (gradient-free) one.
+#   (r,   A)   : objective, clip active
+TABLE = {
+    (0.5, +1): (0.5, False),    # r·A = 0.5 < 0.8·1: unclipped branch, gradient flows
+    (1.0, +1): (1.0, False),
+    (1.5, +1): (1.2, True),     # capped at (1+ε)·A
+    (0.5, -1): (-0.8, True),    # capped at (1−ε)·A: no reward for pushing r lower
+    (1.0, -1): (-1.0, False),
+    (1.5, -1): (-1.5, False),   # r·A = −1.5 < −1.2: unclipped, gradient flows
+}
+
+
+@pytest.mark.parametrize("r,adv", list(TABLE))
+def test_clipped_surrogate_matches_hand_table(r, adv):
+    expected, active = TABLE[(r, adv)]
+    logp = torch.tensor([math.log(r)], requires_grad=True)
+    loss, stats = clipped_surrogate(logp, torch.zeros(1), torch.tensor([float(adv)]), EPS)
+    assert loss.item() == pytest.approx(-expected, abs=1e-6)
+    assert stats["clipfrac"] == (1.0 if active else 0.0)
+    loss.backward()
+    if active:
+        assert logp.grad.item() == 0.0                     # exactly zero where clipped
+    else:
+        # d(−r·A)/d logp = −r·A
+        assert logp.grad.item() == pytest.approx(-r * adv, rel=1e-6)
+
+
+def test_clipped_surrogate_batch_mean_and_stats():
+    logp = torch.tensor(RATIOS * 2).log()
+    adv = torch.tensor([1.0] * 3 + [-1.0] * 3)
+    loss, stats = clipped_surrogate(logp, torch.zeros(6), adv, EPS)
+    expected = sum(TABLE[(r, a)][0] for r, a in zip(RATIOS * 2, [1] * 3 + [-1] * 3)) / 6
+    assert loss.item() == pytest.approx(-expected, abs=1e-6)
+    assert stats["clipfrac"] == pytest.approx(2 / 6)
+    assert stats["ratio_max"] == pytest.approx(1.5)
+    assert stats["ratio_min"] == pytest.approx(0.5)
+    assert stats["ratio_mean"] == pytest.approx(1.0)
+    # k1 of KL(old‖new) = mean(old_logp − logp); k3 = mean((r − 1) − log r)
+    assert stats["approx_kl"] == pytest.approx(-sum(math.log(r) for r in RATIOS) / 3, abs=1e-6)
+    k3 = sum((r - 1) - math.log(r) for r in RATIOS) / 3
+    assert stats["approx_kl_k3"] == pytest.approx(k3, abs=1e-6)
+
+
+def test_clip_off_is_plain_importance_sampling():
+    logp = torch.tensor([math.log(3.0)], requires_grad=True)
+    loss, stats = clipped_surrogate(logp, torch.zeros(1), torch.ones(1), None)
+    assert loss.item() == pytest.approx(-3.0)
+    assert stats["clipfrac"] == 0.0
+
+
+def test_mask_ignores_padded_entries():
+    logp = torch.tensor([[0.1, 0.2, 5.0]])
+    old = torch.zeros(1, 3)
+    adv = torch.tensor([[1.0, -1.0, 1e9]])
+    mask = torch.tensor([[1, 1, 0]])
+    loss, stats = clipped_surrogate(logp, old, adv, EPS, mask)
+    ref, ref_stats = clipped_surrogate(logp[:, :2], old[:, :2], adv[:, :2], EPS)
+    assert loss.item() == pytest.approx(ref.item())
+    assert stats == pytest.approx(ref_stats)
+
+
+def test_large_log_ratios_give_finite_loss_and_gradients():
+    logp = torch.tensor([100.0, -100.0, 100.0, -100.0], requires_grad=True)
+    adv = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    for clip in (EPS, None):
+        loss, stats = ppo_objective(logp, torch.zeros(4), adv, clip,
+                                    ref_logp=torch.zeros(4), beta=0.1, kl_kind="k3")
+        (grad,) = torch.autograd.grad(loss, logp)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all()
+        assert all(math.isfinite(v) for v in stats.values())
+    # the restoring force survives: with A < 0 and r = e^100, the gradient pushes logp down
+    assert grad[2] > 0
+    assert MAX_LOG_RATIO == 20.0
+
+
+# ---- KL estimators -------------------------------------------------------------------------
+
+def test_kl_estimators_formulas():
+    logp = torch.tensor([-1.0, -2.0])
+    ref = torch.tensor([-1.5, -0.5])
+    d = ref - logp
+    assert torch.allclose(kl_estimate(logp, ref, "k1"), -d)
+    assert torch.allclose(kl_estimate(logp, ref, "k2"), 0.5 * d ** 2)
+    assert torch.allclose(kl_estimate(logp, ref, "k3"), torch.exp(d) - 1 - d)
+
+
+@pytest.mark.parametrize("kind", ["k1", "k2", "k3"])
+def test_every_estimator_is_zero_for_equal_policies(kind):
+    logp = torch.randn(50)
+    assert torch.equal(kl_estimate(logp, logp.clone(), kind), torch.zeros(50))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-30, 30), st.floats(-30, 30))
+def test_k3_is_non_negative(a, b):
+    assert kl_estimate(torch.tensor([a]), torch.tensor([b]), "k3").item() >= 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("kind", ["k1", "k3"])
+def test_unbiased_estimators_match_exact_kl(seed, kind):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.softmax(torch.randn(6, generator=g), 0)
+    q = torch.softmax(torch.randn(6, generator=g), 0)
+    exact = float((p * (p / q).log()).sum())                   # KL(p‖q)
+    samples = torch.multinomial(p, 20_000, replacement=True, generator=g)
+    est = kl_estimate(p.log()[samples], q.log()[samples], kind)
+    se = float(est.std()) / math.sqrt(len(est))
+    assert abs(float(est.mean()) - exact) < 3 * se + 1e-9
+
+
+def test_kl_penalty_is_beta_times_masked_mean():
+    logp, ref = torch.randn(2, 4), torch.randn(2, 4)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]])
+    est = kl_estimate(logp, ref, "k2")
+    expected = 0.3 * est[mask.bool()].mean()
+    assert kl_penalty(logp, ref, 0.3, "k2", mask).item() == pytest.approx(expected.item())
+
+
+# ---- value loss, entropy, composite -------------------------------------------------------
+
+def test_value_loss_plain_and_clipped():
+    v = torch.tensor([1.0, 3.0])
+    old = torch.tensor([0.0, 0.0])
+    ret = torch.tensor([0.0, 0.0])
+    loss, _ = value_loss(v, old, ret)
+    assert loss.item() == pytest.approx(0.5 * (1 + 9) / 2)
+    # clipped: V_old + clip(V − V_old, −0.5, 0.5) = 0.5 for both; max((V−R)², (0.5−R)²) = (V−R)²
+    loss_c, stats = value_loss(v, old, ret, clip_eps=0.5)
+    assert loss_c.item() == pytest.approx(loss.item())
+    # returns far away: the clipped error is larger and wins
+    loss_c2, stats2 = value_loss(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([-2.0]), 0.5)
+    assert loss_c2.item() == pytest.approx(0.5 * 9.0)
+    assert stats2["value_clipfrac"] == 0.0
+    # V jumped past the target: the clipped value (0.5) is further from R = 2 and wins
+    loss_c3, stats3 = value_loss(torch.tensor([3.0]), torch.tensor([0.0]), torch.tensor([2.0]), 0.5)
+    assert loss_c3.item() == pytest.approx(0.5 * 1.5 ** 2)
+    assert stats3["value_clipfrac"] == 1.0
+
+
+def test_entropy_from_logits():
+    assert entropy_from_logits(torch.zeros(4)).item() == pytest.approx(math.log(4))
+    assert entropy_from_logits(torch.tensor([0.0, -1e4])).item() == pytest.approx(0.0, abs=1e-6)
+    p = torch.tensor([0.2, 0.3, 0.5])
+    assert entropy_from_logits(p.log()).item() == pytest.approx(float(-(p * p.log()).sum()), rel=1e-6)
+
+
+def test_ppo_objective_composes_its_terms():
+    torch.manual_seed(0)
+    logp = torch.randn(8, requires_grad=True)
+    old, ref, adv = torch.randn(8), torch.randn(8), torch.randn(8)
+    v, ret, ent = torch.randn(8, requires_grad=True), torch.randn(8), torch.rand(8)
+    loss, stats = ppo_objective(logp, old, adv, 0.2, ref_logp=ref, beta=0.05, kl_kind="k3",
+                                values=v, old_values=v.detach(), returns=ret,
+                                vf_coef=0.5, entropy=ent, ent_coef=0.01)
+    clip, _ = clipped_surrogate(logp, old, adv, 0.2)
+    kl = kl_estimate(logp, ref, "k3").mean()
+    vl, _ = value_loss(v, v.detach(), ret)
+    expected = clip + 0.05 * kl + 0.5 * vl - 0.01 * ent.mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    for key in ("clipfrac", "approx_kl", "approx_kl_k3", "ratio_mean", "ratio_max", "kl_ref",
+                "kl_penalty", "beta", "value_loss", "entropy", "loss", "policy_loss"):
+        assert key in stats
+    assert stats["kl_ref"] == pytest.approx(kl.item(), rel=1e-6)
+
+
+def test_ppo_objective_uses_exact_kl_when_given():
+    logp = torch.zeros(3, requires_grad=True)
+    loss0, _ = ppo_objective(logp, torch.zeros(3), torch.zeros(3), 0.2)
+    loss1, stats = ppo_objective(logp, torch.zeros(3), torch.zeros(3), 0.2,
+                                 kl=torch.tensor([1.0, 2.0, 3.0]), beta=0.5)
+    assert (loss1 - loss0).item() == pytest.approx(0.5 * 2.0)
+    assert stats["kl_penalty"] == pytest.approx(1.0)
+
+
+def test_stats_are_detached_floats():
+    _, stats = ppo_objective(torch.zeros(3, requires_grad=True), torch.zeros(3), torch.ones(3))
+    assert all(isinstance(v, float) for v in stats.values())
