@@ -1,0 +1,312 @@
+"""PPO on CartPole (ppo_core.cartpole, ppo_core.checkpoint, the cartpole lab).
+
+Reference behaviour: the trainer learns (3 seeds reach the target), is deterministic,
+checkpoints round-trip exactly, resumes, stops on divergence, and never lets a transition
+cross an episode boundary under gymnasium's NEXT_STEP autoreset.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from ppo_core.advantages import gae
+from ppo_core.cartpole import (ActorCritic, CartPoleConfig, EnvState, TrainingDiverged, cli_main,
+                               collect_rollout, evaluate, load_policy, make_envs,
+                               rollout_advantages, train)
+from ppo_core.metrics import read_log
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT = dict(total_steps=2048, num_envs=16, num_steps=16, update_epochs=2, eval_every=1024,
+             eval_episodes=4)
+
+
+def _comparable(records):
+    """Records without the wall-clock keys, which differ between identical runs."""
+    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in records]
+
+
+# ---------------------------------------------------------------- a toy env with known episodes
+
+class _Episodes(gym.Env):
+    """obs = [episode id, step in episode]; reward = episode id + 1 (to spot leaks).
+    Odd episodes terminate after 3 steps; even ones run into a TimeLimit of 5."""
+
+    observation_space = gym.spaces.Box(-1e6, 1e6, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self):
+        self.episode, self.t = -1, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode += 1
+        self.t = 0
+        return np.array([self.episode, 0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.episode % 2 == 1 and self.t == 3
+        return (np.array([self.episode, self.t], np.float32), float(self.episode + 1),
+                terminated, False, {})
+
+
+gym.register("PPOCourseEpisodes-v0", entry_point=_Episodes, max_episode_steps=5)
+
+
+def test_autoreset_no_transition_crosses_an_episode_boundary():
+    envs = make_envs("PPOCourseEpisodes-v0", 3)
+    model = ActorCritic(2, 2, 8, seed=0)
+    state = EnvState.start(envs, seed=0)
+    ro = collect_rollout(model, envs, state, 20, torch.Generator().manual_seed(0))
+    envs.close()
+    T = 20
+    next_obs = torch.cat([ro.obs[1:], state.obs[None]], 0)                      # s_{t+1}
+    for t in range(T):
+        for n in range(3):
+            same_episode = bool(next_obs[t, n, 0] == ro.obs[t, n, 0])
+            if ro.valid[t, n]:
+                # a real transition stays in its episode: s_{t+1} is its successor
+                assert same_episode and next_obs[t, n, 1] == ro.obs[t, n, 1] + 1
+                assert ro.rewards[t, n] == ro.obs[t, n, 0] + 1
+            else:
+                # autoreset step: its s_t is the previous episode's final state, reward 0
+                assert not same_episode and ro.rewards[t, n] == 0
+                assert t > 0 and (ro.terminated[t - 1, n] or ro.truncated[t - 1, n])
+    ends_t = ro.terminated | ro.truncated
+    assert ro.terminated.any() and ro.truncated.any()
+    # terminated episodes are the odd ones after 3 steps; truncated the even ones after 5
+    assert torch.all(ro.obs[ro.terminated][:, 1] == 2) and torch.all(ro.obs[ro.truncated][:, 1] == 4)
+    # every end is followed by an invalid autoreset step (when inside the rollout)
+    assert torch.equal(~ro.valid[1:], ends_t[:-1])
+
+    # returns with λ = 1 and V ≡ c: episode rewards never leak in from the next episode
+    c = 0.5
+    ro.values.fill_(c)
+    ro.last_value.fill_(c)
+    gamma = 0.9
+    adv, ret = rollout_advantages(ro, gamma, 1.0)
+    for n in range(3):
+        for t in range(T):
+            if not ro.valid[t, n]:
+                continue
+            g, k, disc = 0.0, t, 1.0
+            while True:                         # walk forward inside the episode
+                g += disc * float(ro.rewards[k, n])
+                if ro.terminated[k, n]:
+                    break
+                if ro.truncated[k, n] or k == T - 1:
+                    g += disc * gamma * c        # bootstrap V(final obs) or V(s_T)
+                    break
+                disc *= gamma
+                k += 1
+            assert ret[t, n] == pytest.approx(g, rel=1e-5), (t, n)
+
+
+def test_truncation_bootstraps_from_the_final_observation_value():
+    # one env, episode truncated at t=1; step 2 is the autoreset step
+    ro_values = torch.tensor([[1.0], [2.0], [7.0]])      # V(s_2) = V(final obs) = 7
+    rewards = torch.tensor([[1.0], [1.0], [0.0]])
+    truncated = torch.tensor([[0.0], [1.0], [0.0]])
+    next_values = torch.tensor([[2.0], [7.0], [3.0]])
+    adv, _ = gae(rewards, ro_values, torch.tensor([[0.0], [0.0], [1.0]]), torch.tensor([3.0]),
+                 0.9, 1.0, truncated=truncated, final_values=next_values)
+    assert adv[1, 0] == pytest.approx(1.0 + 0.9 * 7.0 - 2.0)       # bootstrapped, not 0
+    assert adv[0, 0] == pytest.approx(1.0 + 0.9 * 2.0 - 1.0 + 0.9 * float(adv[1, 0]))
+
+
+# ---------------------------------------------------------------- learning
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_learns_cartpole_within_100k_steps(seed):
+    result = train(CartPoleConfig(seed=seed, target_return=475, total_steps=100_000))
+    evals = [r["eval/return"] for r in result.records if "eval/return" in r]
+    assert result.solved_step is not None and result.solved_step <= 100_000, evals
+    assert evals[-1] >= 475 and evals[0] < 475          # it learned; it was not born solved
+
+
+def test_same_seed_gives_identical_log(tmp_path):
+    a = train(CartPoleConfig(seed=3, log_path=str(tmp_path / "a.jsonl"), **SHORT))
+    train(CartPoleConfig(seed=3, log_path=str(tmp_path / "b.jsonl"), **SHORT))
+    c = train(CartPoleConfig(seed=4, **SHORT))
+    assert _comparable(read_log(tmp_path / "a.jsonl")) == _comparable(read_log(tmp_path / "b.jsonl"))
+    assert _comparable(a.records) != _comparable(c.records)
+    keys = set(a.records[-1])
+    for k in ("global_step", "charts/episodic_return", "losses/policy_loss", "losses/value_loss",
+              "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
+              "objective/kl", "objective/beta", "perf/steps_per_second", "perf/train_seconds",
+              "eval/return"):
+        assert k in keys, k
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
+    result = train(CartPoleConfig(seed=0, save_dir=str(tmp_path / "ck"), **SHORT))
+    model, cfg = load_policy(tmp_path / "ck")
+    assert (tmp_path / "ck" / "weights.safetensors").exists()
+    assert json.loads((tmp_path / "ck" / "checkpoint.json").read_text())["config"]["seed"] == 0
+    obs = torch.randn(64, 4)
+    with torch.no_grad():
+        la, va = result.model(obs)
+        lb, vb = model(obs)
+    assert torch.equal(la, lb) and torch.equal(va, vb)
+    assert cfg.num_envs == SHORT["num_envs"]
+    assert evaluate(model, n_episodes=4, seed=1) == evaluate(result.model, n_episodes=4, seed=1)
+
+
+def test_resume_continues_the_log(tmp_path):
+    log, ck = str(tmp_path / "run.jsonl"), str(tmp_path / "ck")
+    first = train(CartPoleConfig(seed=0, log_path=log, save_dir=ck, save_every=2, **SHORT))
+    n1 = len(first.records)
+    cfg = dict(SHORT, total_steps=2 * SHORT["total_steps"])
+    train(CartPoleConfig(seed=0, log_path=log, save_dir=ck, resume=True, **cfg))
+    records = read_log(log)
+    assert len(records) == 2 * n1
+    assert [r["iteration"] for r in records] == list(range(1, 2 * n1 + 1))
+    steps = [r["global_step"] for r in records]
+    assert steps == sorted(steps) and steps[-1] == cfg["total_steps"]
+    secs = [r["perf/train_seconds"] for r in records]
+    assert secs == sorted(secs)                          # the clock continues too
+    # the resumed run started from the checkpoint's weights, not from a fresh network
+    fresh = train(CartPoleConfig(seed=0, **dict(SHORT, total_steps=SHORT["total_steps"])))
+    assert records[n1]["losses/value_loss"] != fresh.records[0]["losses/value_loss"]
+
+
+def test_non_finite_training_stops_and_names_the_iteration(tmp_path):
+    # lr=10 merely collapses this policy (Adam's step is bounded by lr, tanh saturates);
+    # a learning rate this absurd makes the value loss overflow float32 within a few updates
+    log = tmp_path / "nan.jsonl"
+    with pytest.raises(TrainingDiverged, match=r"iteration \d+"):
+        train(CartPoleConfig(lr=1e30, anneal_lr=False, log_path=str(log),
+                             **dict(SHORT, total_steps=8192)))
+    for rec in read_log(log):                          # nothing non-finite was logged
+        assert all(np.isfinite(v) for v in rec.values() if isinstance(v, float))
+
+
+class _NaNReward(_Episodes):
+    def step(self, action):
+        obs, r, te, tr, info = super().step(action)
+        return obs, (float("nan") if self.episode >= 6 else r), te, tr, info
+
+
+gym.register("PPOCourseNaNReward-v0", entry_point=_NaNReward, max_episode_steps=5)
+
+
+def test_nan_reward_stops_with_the_iteration_named():
+    with pytest.raises(TrainingDiverged, match=r"iteration 2 .*non-finite"):
+        train(CartPoleConfig(env_id="PPOCourseNaNReward-v0", num_envs=1, num_steps=16,
+                             total_steps=160, eval_every=0))
+
+
+def test_keyboard_interrupt_keeps_log_and_checkpoint(tmp_path, monkeypatch):
+    import ppo_core.cartpole as cp
+    calls = {"n": 0}
+    real = cp.collect_rollout
+
+    def interrupt_on_fifth(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(cp, "collect_rollout", interrupt_on_fifth)
+    log, ck = tmp_path / "i.jsonl", tmp_path / "ck"
+    result = train(CartPoleConfig(seed=0, log_path=str(log), save_dir=str(ck), save_every=2,
+                                  **SHORT))
+    assert result.interrupted and len(result.records) == 4
+    assert len(read_log(log)) == 4
+    meta = json.loads((ck / "checkpoint.json").read_text())
+    assert meta["state"]["iteration"] == 4
+    load_policy(ck)
+
+
+def test_kl_penalty_modes_run_and_log_beta():
+    rollout = train(CartPoleConfig(seed=0, beta=0.5, kl_reference="rollout", **SHORT))
+    initial = train(CartPoleConfig(seed=0, beta=0.5, kl_reference="initial", **SHORT))
+    adaptive = train(CartPoleConfig(seed=0, beta=0.5, kl_target=1e-4, kl_horizon=1000, **SHORT))
+    # KL to π_old is 0 at the first minibatch of each update; KL to the initial policy grows
+    assert initial.records[-1]["objective/kl"] > rollout.records[-1]["objective/kl"] >= 0
+    assert all(r["objective/beta"] == 0.5 for r in rollout.records)
+    betas = [r["objective/beta"] for r in adaptive.records]
+    assert betas[-1] != betas[0]                      # the controller moved β
+
+
+def test_max_train_seconds_stops_early():
+    result = train(CartPoleConfig(max_train_seconds=1e-9, **SHORT))
+    assert len(result.records) == 1                  # one iteration, then the clock says stop
+
+
+def test_bad_config_raises_value_error_naming_the_field():
+    with pytest.raises(ValueError, match="num_envs"):
+        train(CartPoleConfig(num_envs=0))
+    with pytest.raises(ValueError, match="clip_eps"):
+        train(CartPoleConfig(clip_eps=-0.1))
+    with pytest.raises(ValueError, match="env_id"):
+        make_envs("Pendulum-v1", 2)                    # continuous actions
+
+
+def test_works_on_a_sync_vector_env():
+    result = train(CartPoleConfig(env_id="Acrobot-v1", total_steps=512, num_envs=4,
+                                  num_steps=64, update_epochs=1, eval_every=0))
+    assert len(result.records) == 2
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--env-id", "--seed", "--clip-eps", "--beta", "--lr", "--total-steps",
+                 "--target-return", "--log", "--save", "--resume", "--epochs", "--kl-reference"):
+        assert flag in out, flag
+
+
+def test_cli_short_run(tmp_path):
+    log, ck = tmp_path / "x.jsonl", tmp_path / "ck"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ppo_core", "cartpole", "--seed", "0", "--clip-eps", "none",
+         "--beta", "0.0", "--lr", "0.003", "--total-steps", "1024", "--num-envs", "16",
+         "--num-steps", "16", "--eval-every", "512", "--eval-episodes", "2",
+         "--log", str(log), "--save", str(ck)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_log(log)) == 4 and (ck / "weights.safetensors").exists()
+    assert "steps" in proc.stdout
+
+
+
+def test_cli_bad_flag_value_exits_2_naming_the_field(capsys):
+    assert cli_main(["--num-envs", "0"]) == 2
+    assert "num_envs" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the lab, driven headlessly
+
+def test_cartpole_lab_runs_and_overlays():
+    import matplotlib
+    matplotlib.use("Agg")
+    from ppo_core.widgets import cartpole_lab
+
+    lab = cartpole_lab(display=False)
+    n_lines = len(lab.ax.lines)
+    lab.eps.value = "off"
+    lab.epochs.value = 5
+    lab.run()
+    assert len(lab.ax.lines) > n_lines
+    first = lab.last_records
+    lab.eps.value = 0.2
+    lab.run()
+    assert len(lab.runs) == 2 and lab.last_records is not first
+    assert all("eval/return" in r or "charts/episodic_return" in r for r in lab.last_records)
+    assert "ε=off" in lab.runs[0]["label"] and "ε=0.2" in lab.runs[1]["label"]
+    lab.clear()
+    assert not lab.runs
