@@ -7,7 +7,10 @@ One concept per module (see DESIGN.md):
     kl_control   fixed and adaptive β (ch. 02)
     masking      masked mean/var/whiten, token log-probs (ch. 04)
     bandits      k-armed bandits and bandit PPO (ch. 01)
-    cartpole     actor-critic PPO on gymnasium (ch. 03)
+    cartpole     the CartPole PPO trainer and its CLI (ch. 03)
+    rollout      actor-critic network, vectorised rollouts, greedy evaluation (ch. 03)
+    checkpoint   safetensors weights + JSON config, no pickle (ch. 03)
+    metrics      the JSONL metrics log every trainer writes
     text, reward, value_head, rlhf   language models as policies (ch. 04–05)
     diagnostics  reads a metrics log and names the failure (ch. 06)
     widgets, plots   the interactive labs and shared figures

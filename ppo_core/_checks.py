@@ -19,8 +19,14 @@ def as_tensor(x, name: str, dtype=None) -> torch.Tensor:
 
 
 def finite_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Raise if any entry of `x` is NaN or infinite; return `x`."""
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    """Raise if any entry of `x` is NaN or infinite; return `x`.
+
+    Fast path: the sum of the entries is finite whenever every entry is (NaN and inf
+    propagate), so one reduction usually settles it; only a non-finite sum (a bad entry,
+    or an overflow of large finite ones) pays for the element-wise check."""
+    if not x.is_floating_point() or x.numel() == 0 or math.isfinite(float(x.detach().sum())):
+        return x
+    if not bool(torch.isfinite(x).all()):
         bad = x[~torch.isfinite(x)].flatten()[:3].tolist()
         n_bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {n_bad} non-finite value(s) (e.g. {bad}); "

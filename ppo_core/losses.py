@@ -23,7 +23,7 @@ import torch
 
 from ._checks import (as_tensor, check_mask, finite_tensor, non_negative, positive_finite,
                       same_shape)
-from .masking import masked_mean
+from .masking import _mean, masked_mean
 
 __all__ = ["clipped_surrogate", "kl_estimate", "kl_penalty", "value_loss",
            "entropy_from_logits", "ppo_objective", "MAX_LOG_RATIO"]
@@ -77,7 +77,12 @@ def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None):
     same_shape("logp", logp, "advantages", advantages)
     eps = positive_finite(clip_eps, "clip_eps", allow_none=True)
     m = check_mask(mask, logp)
+    loss, stats = _clipped_surrogate(logp, old_logp, advantages, eps, m)
+    return loss, _floats(stats)
 
+
+def _clipped_surrogate(logp, old_logp, advantages, eps, m):
+    """The computation of `clipped_surrogate` on validated inputs; stats stay tensors."""
     log_ratio = logp - old_logp.detach()                               # log r(θ), (*)
     ratio = torch.exp(_bounded(log_ratio))                             # r(θ), (*)
     adv = advantages.detach()
@@ -90,21 +95,31 @@ def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None):
         objective = torch.minimum(unclipped, clipped)                  # min(·,·), per sample
         # the clip is active where the clipped branch is the (strictly smaller) minimum
         clipped_active = clipped < unclipped
-    loss = -masked_mean(objective, m)
+    loss = -_mean(objective, m)
 
     with torch.no_grad():
         lr = log_ratio.detach()
         r = ratio.detach()
+        r_in = r[m] if m is not None else r
         stats = {
-            "policy_loss": float(loss.detach()),
-            "clipfrac": float(masked_mean(clipped_active.float(), m)),
-            "approx_kl": float(masked_mean(-lr, m)),                    # k1 of KL(π_old‖π_θ)
-            "approx_kl_k3": float(masked_mean((r - 1.0) - _bounded(lr), m)),  # k3, ≥ 0
-            "ratio_mean": float(masked_mean(r, m)),
-            "ratio_max": float(r[m].max() if m is not None else r.max()),
-            "ratio_min": float(r[m].min() if m is not None else r.min()),
+            "policy_loss": loss.detach(),
+            "clipfrac": _mean(clipped_active.float(), m),
+            "approx_kl": _mean(-lr, m),                                 # k1 of KL(π_old‖π_θ)
+            "approx_kl_k3": _mean((r - 1.0) - _bounded(lr), m),         # k3, ≥ 0
+            "ratio_mean": _mean(r, m),
+            "ratio_max": r_in.max(),
+            "ratio_min": r_in.min(),
         }
     return loss, stats
+
+
+def _floats(stats: dict) -> dict:
+    """Tensor statistics to python floats with one conversion (one device sync)."""
+    keys = [k for k, v in stats.items() if isinstance(v, torch.Tensor)]
+    values = torch.stack([stats[k].float().reshape(()) for k in keys]).tolist() if keys else []
+    out = dict(stats)
+    out.update(zip(keys, values))
+    return out
 
 
 def kl_estimate(logp, ref_logp, kind: str = "k1") -> torch.Tensor:
@@ -172,19 +187,25 @@ def value_loss(values, old_values, returns, clip_eps=None, mask=None):
     same_shape("values", values, "old_values", old_values)
     eps = positive_finite(clip_eps, "clip_eps", allow_none=True)
     m = check_mask(mask, values)
+    loss, stats = _value_loss(values, old_values, returns, eps, m)
+    return loss, _floats(stats)
+
+
+def _value_loss(values, old_values, returns, eps, m):
+    """The computation of `value_loss` on validated inputs; stats stay tensors."""
     returns = returns.detach()
-    err = (values - returns) ** 2
+    err = (values - returns) ** 2                                      # (V − R)²
     if eps is None:
         per_sample = err
-        clipfrac = torch.zeros((), device=values.device)
+        clipfrac = values.new_zeros(())
     else:
         old = old_values.detach()
-        v_clipped = old + torch.clamp(values - old, -eps, eps)
+        v_clipped = old + torch.clamp(values - old, -eps, eps)         # V_old + clip(V − V_old)
         err_clipped = (v_clipped - returns) ** 2
         per_sample = torch.maximum(err, err_clipped)
-        clipfrac = masked_mean((err_clipped > err).float(), m)
-    loss = 0.5 * masked_mean(per_sample, m)
-    return loss, {"value_loss": float(loss.detach()), "value_clipfrac": float(clipfrac)}
+        clipfrac = _mean((err_clipped > err).float(), m)
+    loss = 0.5 * _mean(per_sample, m)
+    return loss, {"value_loss": loss.detach(), "value_clipfrac": clipfrac.detach()}
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -234,41 +255,48 @@ def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
     beta = non_negative(beta, "beta")
     vf_coef = non_negative(vf_coef, "vf_coef")
     ent_coef = non_negative(ent_coef, "ent_coef")
-    loss, stats = clipped_surrogate(logp, old_logp, advantages, clip_eps, mask)
-    logp_t = as_tensor(logp, "logp")
-    m = check_mask(mask, logp_t)
+    logp = _per_sample("logp", logp)
+    old_logp = _per_sample("old_logp", old_logp)
+    advantages = _per_sample("advantages", advantages)
+    same_shape("logp", logp, "old_logp", old_logp)
+    same_shape("logp", logp, "advantages", advantages)
+    eps = positive_finite(clip_eps, "clip_eps", allow_none=True)
+    m = check_mask(mask, logp)
+    loss, stats = _clipped_surrogate(logp, old_logp, advantages, eps, m)
 
     if kl is not None:
         kl_t = _per_sample("kl", kl)
-        same_shape("logp", logp_t, "kl", kl_t)
+        same_shape("logp", logp, "kl", kl_t)
     elif ref_logp is not None:
-        kl_t = kl_estimate(logp_t, ref_logp, kl_kind)
+        kl_t = kl_estimate(logp, ref_logp, kl_kind)
     elif beta > 0:
         raise ValueError("beta > 0 needs ref_logp (or an exact per-sample kl)")
     else:
         kl_t = None
-    if kl_t is not None:
-        kl_mean = masked_mean(kl_t, m)
-        if beta > 0:
-            loss = loss + beta * kl_mean                               # − (−β·KL)
-        stats["kl_ref"] = float(kl_mean.detach())
-    else:
-        stats["kl_ref"] = 0.0
+    kl_mean = _mean(kl_t, m) if kl_t is not None else logp.new_zeros(())
+    if beta > 0:
+        loss = loss + beta * kl_mean                                   # − (−β·KL)
+    stats["kl_ref"] = kl_mean.detach()
+    stats["kl_penalty"] = beta * kl_mean.detach()
     stats["beta"] = beta
-    stats["kl_penalty"] = beta * stats["kl_ref"]
 
     if values is not None:
         if returns is None:
             raise ValueError("values given without returns: the value loss needs both")
-        vl, vstats = value_loss(values, old_values if old_values is not None else values,
-                                returns, value_clip_eps, mask)
+        values = _per_sample("values", values)
+        returns = _per_sample("returns", returns)
+        old_values = values if old_values is None else _per_sample("old_values", old_values)
+        same_shape("values", values, "returns", returns)
+        same_shape("values", values, "old_values", old_values)
+        v_eps = positive_finite(value_clip_eps, "value_clip_eps", allow_none=True)
+        vl, vstats = _value_loss(values, old_values, returns, v_eps, check_mask(mask, values))
         loss = loss + vf_coef * vl
         stats.update(vstats)
     if entropy is not None:
         ent = _per_sample("entropy", entropy)
-        same_shape("logp", logp_t, "entropy", ent)
-        ent_mean = masked_mean(ent, m)
+        same_shape("logp", logp, "entropy", ent)
+        ent_mean = _mean(ent, m)
         loss = loss - ent_coef * ent_mean
-        stats["entropy"] = float(ent_mean.detach())
-    stats["loss"] = float(loss.detach())
-    return loss, stats
+        stats["entropy"] = ent_mean.detach()
+    stats["loss"] = loss.detach()
+    return loss, _floats(stats)

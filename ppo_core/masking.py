@@ -45,6 +45,14 @@ def masked_mean(values, mask=None, axis=None) -> torch.Tensor:
     return total.sum(dim=axis) / count
 
 
+def _mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """`masked_mean` without input checks, for callers that validated already
+    (`mask` a bool tensor of `values`' shape with at least one true entry, or None)."""
+    if mask is None:
+        return values.mean()
+    return torch.where(mask, values, values.new_zeros(())).sum() / mask.sum()
+
+
 def masked_var(values, mask=None, unbiased: bool = True) -> torch.Tensor:
     """Variance of the masked entries of `values` (a 0-dim tensor).
 
