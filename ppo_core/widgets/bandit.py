@@ -56,6 +56,8 @@ class _Lab:
 
     def __init__(self, sliders: dict):
         self.sliders = sliders
+        for s in sliders.values():                     # full labels, not "learning r..."
+            s.style = {"description_width": "initial"}
         self.message = W.HTML()
         self.text = ""
         self.output = W.Output()
