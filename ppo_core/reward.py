@@ -1,0 +1,504 @@
+"""Rewards for RLHF: a gold scorer, a simulated annotator, a learned reward model (chapter 04).
+
+There is no human in the loop, and the course says so. Three pieces stand in:
+
+* **Gold scorer** `gold_score(texts)`: the VADER sentiment lexicon's compound score in
+  [−1, 1] (package `vaderSentiment`). It plays the part of *human judgement*: what we
+  really want the policy to improve. PPO never sees it; it is only measured.
+* **Simulated annotator** `SimulatedAnnotator`: shown two texts a and b, it prefers a with
+  the Bradley-Terry probability
+
+      P(a ≻ b) = σ( (u(a) − u(b)) / τ ),   u(x) = gold(x) + s · min(#'!' in x, 3)
+
+  with temperature τ (noise: τ → 0 is a perfect judge) and an optional, documented *bias*
+  of strength s: with `bias="exclamation"` the annotator likes exclamation marks whatever
+  the sentiment (s = 0 without bias). A reward model learns that bias, and a policy can
+  exploit it: "Terrible!!!" then beats "Fine." for the proxy while VADER scores it lower.
+* **Reward model** `RewardModel`: a causal-LM backbone (initialised from the tiny GPT-2)
+  with a scalar head on the last non-pad token, trained on annotator preferences with the
+  pairwise logistic (Bradley-Terry) loss
+
+      L(ψ) = −E[ log σ( R_ψ(chosen) − R_ψ(rejected) ) ].
+
+  It is the *proxy* reward that PPO optimises (chapter 05). Scores are shifted so that their
+  mean over corpus sentences is 0 (the loss does not depend on a shift).
+
+Usage::
+
+    from ppo_core import reward
+    reward.gold_score(["I love it!", "It broke."])          # tensor([ 0.6696, -0.4215])
+    ann = reward.SimulatedAnnotator(temperature=0.1, seed=0)
+    prefs = ann.prefer(["Great blender."], ["Awful blender."])   # tensor([1.])
+    rm = reward.load_reward_model()                          # cached; built on first use (≈1 min)
+    rm.score(["The battery life is great."])                 # tensor (B,)
+    rm.score_ids(input_ids, attention_mask)                  # (B, T) token batch -> (B,)
+    biased = reward.load_reward_model(bias="exclamation")    # learned the annotator's bias
+    rm.metrics                                               # held-out accuracy, see below
+
+Shapes: `B` batch, `T` tokens, `H` hidden size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._checks import positive_finite, non_negative
+
+__all__ = ["gold_score", "SimulatedAnnotator", "RewardModel", "RewardSpec", "reward_spec",
+           "reward_model_path", "load_reward_model", "train_reward_model",
+           "last_token_index", "exclamation_count", "evaluate_pairs", "BIASES"]
+
+BIASES = (None, "exclamation")
+
+_VADER = None
+
+
+def _vader():
+    global _VADER
+    if _VADER is None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+        _VADER = SentimentIntensityAnalyzer()
+    return _VADER
+
+
+def _check_texts(texts, name="texts") -> list[str]:
+    if isinstance(texts, str):
+        raise ValueError(f"{name} must be a list of strings, got a single string {texts[:40]!r}")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise ValueError(f"{name} must be a list of strings, got {type(texts).__name__}") from None
+    for t in texts:
+        if not isinstance(t, str):
+            raise ValueError(f"{name} must contain only strings, got {type(t).__name__}: {t!r}")
+    return texts
+
+
+def gold_score(texts) -> torch.Tensor:
+    """The gold reward: VADER's compound sentiment score of each text, in [−1, 1].
+
+    Stands in for human judgement (positive reviews are "good"). Pass the whole text the
+    reader sees (prompt + response).
+
+    Args: texts, a list of B strings.
+    Returns: `(B,)` float32 tensor.
+    """
+    texts = _check_texts(texts)
+    v = _vader()
+    return torch.tensor([v.polarity_scores(t)["compound"] for t in texts], dtype=torch.float32)
+
+
+def exclamation_count(texts) -> torch.Tensor:
+    """`(B,)` number of '!' in each text, capped at 3 (what the biased annotator counts)."""
+    return torch.tensor([min(t.count("!"), 3) for t in _check_texts(texts)], dtype=torch.float32)
+
+
+class SimulatedAnnotator:
+    """A noisy, optionally biased judge of pairs (Bradley-Terry on gold scores).
+
+        u(x)     = gold(x) + s · min(#'!' in x, 3)       (s = bias_strength if bias else 0)
+        P(a ≻ b) = σ( (u(a) − u(b)) / τ )
+
+    Args:
+        temperature: τ > 0, the noise. At τ = 0.1 two texts whose gold scores differ by
+            0.1 are ordered correctly 73% of the time, by 0.3: 95%.
+        bias: None, or "exclamation" (likes '!' regardless of sentiment).
+        bias_strength: s ≥ 0, utility per '!' (up to three).
+        seed: seeds the annotator's own random generator (labels are reproducible).
+    """
+
+    def __init__(self, temperature: float = 0.1, bias: str | None = None,
+                 bias_strength: float = 0.3, seed: int = 0):
+        self.temperature = positive_finite(temperature, "temperature")
+        if bias not in BIASES:
+            raise ValueError(f"bias must be one of {BIASES}, got {bias!r}")
+        self.bias = bias
+        self.bias_strength = non_negative(bias_strength, "bias_strength")
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def utility(self, texts) -> torch.Tensor:
+        """`(B,)` u(x): the gold score plus the bias term."""
+        u = gold_score(texts)
+        if self.bias == "exclamation":
+            u = u + self.bias_strength * exclamation_count(texts)
+        return u
+
+    def prob(self, texts_a, texts_b) -> torch.Tensor:
+        """`(B,)` P(a ≻ b) for each pair."""
+        a, b = _check_texts(texts_a, "texts_a"), _check_texts(texts_b, "texts_b")
+        if len(a) != len(b):
+            raise ValueError(f"texts_a and texts_b must have the same length, got {len(a)} and {len(b)}")
+        return torch.sigmoid((self.utility(a) - self.utility(b)) / self.temperature)
+
+    def prefer(self, texts_a, texts_b) -> torch.Tensor:
+        """`(B,)` sampled labels: 1.0 where the annotator prefers a, 0.0 where it prefers b."""
+        p = self.prob(texts_a, texts_b)
+        return torch.bernoulli(p, generator=self.generator)
+
+
+# ----------------------------------------------------------------------------------------
+# Reward model
+# ----------------------------------------------------------------------------------------
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """`(B,)` index of the last position where `attention_mask` is 1 (works for left and
+    right padding). Raises ValueError on a row with no real token."""
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be (B, T), got shape {tuple(attention_mask.shape)}")
+    m = attention_mask != 0
+    if not bool(m.any(dim=1).all()):
+        raise ValueError("attention_mask has a row with no real token")
+    T = m.shape[1]
+    pos = torch.arange(T, device=m.device).expand_as(m)
+    return torch.where(m, pos, torch.full_like(pos, -1)).max(dim=1).values
+
+
+class RewardModel(nn.Module):
+    """A scalar reward on text: transformer backbone → hidden state of the last real token
+    → linear head.
+
+        R_ψ(x) = w · h_L(x)[last non-pad token] + b  −  offset
+
+    Args:
+        backbone: an `AutoModel` (e.g. `GPT2Model`) returning `last_hidden_state` (B, T, H).
+        tokenizer: its tokenizer (left padding; pad = eos is fine: the mask decides).
+        offset: subtracted from every score (mean raw score over corpus sentences).
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer, offset: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        self.offset = float(offset)
+        self.metrics: dict = {}
+        self.bias: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`(B, T)` ids and mask → `(B,)` scores (with grad). Position ids come from the mask,
+        so left padding gives the same score as no padding."""
+        if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
+            raise ValueError(f"input_ids and attention_mask must both be (B, T), got "
+                             f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+        mask = attention_mask.long()
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)              # (B, T)
+        h = self.backbone(input_ids=input_ids, attention_mask=mask,
+                          position_ids=position_ids).last_hidden_state  # (B, T, H)
+        idx = last_token_index(mask)                                    # (B,)
+        last = h[torch.arange(h.shape[0], device=h.device), idx]        # (B, H)
+        return self.head(last.float()).squeeze(-1) - self.offset        # (B,)
+
+    @torch.no_grad()
+    def score_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`(B, T)` token batch (any padding side) → `(B,)` float32 scores, no grad.
+        The tokens must come from this model's tokenizer (the tiny GPT-2's)."""
+        was = self.training
+        self.eval()
+        out = self(input_ids.to(self.device), attention_mask.to(self.device)).float()
+        self.train(was)
+        return out
+
+    @torch.no_grad()
+    def score(self, texts, batch_size: int = 256) -> torch.Tensor:
+        """List of B strings → `(B,)` float32 scores (on CPU), no grad."""
+        texts = _check_texts(texts)
+        out = []
+        for i in range(0, len(texts), batch_size):
+            enc = self.tokenizer(texts[i: i + batch_size], return_tensors="pt", padding=True,
+                                 truncation=True, add_special_tokens=False)
+            out.append(self.score_ids(enc["input_ids"], enc["attention_mask"]).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def save(self, directory) -> None:
+        """Backbone and tokenizer with `save_pretrained`, the head as safetensors, metadata
+        as JSON."""
+        from safetensors.torch import save_file
+        directory = Path(directory)
+        self.backbone.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  str(directory / "reward_head.safetensors"))
+        (directory / "reward_meta.json").write_text(json.dumps(
+            {"offset": self.offset, "bias": self.bias, "metrics": self.metrics}, indent=1))
+
+    @classmethod
+    def load(cls, directory, device=None) -> "RewardModel":
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
+        directory = Path(directory)
+        tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        tok.padding_side = "left"
+        backbone = AutoModel.from_pretrained(directory, local_files_only=True)
+        meta = json.loads((directory / "reward_meta.json").read_text())
+        rm = cls(backbone, tok, offset=meta["offset"])
+        rm.head.load_state_dict(load_file(str(directory / "reward_head.safetensors")))
+        rm.metrics, rm.bias = meta.get("metrics", {}), meta.get("bias")
+        from .text import _resolve_device
+        return rm.to(_resolve_device(device)).eval()
+
+
+# ----------------------------------------------------------------------------------------
+# Training data: pairs of corpus sentences and policy samples, labelled by the annotator
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """Everything that determines a cached reward model; its hash names the directory."""
+    bias: str | None = None
+    temperature: float = 0.1
+    """annotator noise τ"""
+    bias_strength: float = 0.3
+    n_train_texts: int = 3000
+    """texts in the training pool (half corpus sentences, half tiny-GPT-2 samples)"""
+    steps: int = 80
+    """optimizer steps"""
+    batch_texts: int = 128
+    """texts per step"""
+    pairs_per_batch: int = 2048
+    """annotator comparisons per step, random pairs among the batch's texts"""
+    n_eval_texts: int = 800
+    """held-out pool (other corpus seed, other samples)"""
+    n_eval_pairs: int = 2000
+    lr: float = 3e-3
+    seed: int = 0
+    policy_key: str = ""
+    """hash of the tiny GPT-2 the backbone starts from"""
+    version: int = 2
+
+    def key(self) -> str:
+        import hashlib
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def reward_spec(bias: str | None = None) -> RewardSpec:
+    """The spec used by `reward_model_path(bias)` (fast mode trains on fewer pairs)."""
+    from . import fast_mode
+    from .text import tiny_gpt2_spec
+    if bias not in BIASES:
+        raise ValueError(f"bias must be one of {BIASES}, got {bias!r}")
+    key = tiny_gpt2_spec().key()
+    if fast_mode():
+        return RewardSpec(bias=bias, policy_key=key)
+    return RewardSpec(bias=bias, policy_key=key, n_train_texts=8000, steps=250)
+
+
+def _vary(text: str, r: random.Random) -> str:
+    """Augment a text so that the pool covers what a policy will produce: truncated
+    sentences, and exclamation marks added or removed (so the '!' bias is identifiable)."""
+    u = r.random()
+    if u < 0.15:                                     # truncated, like a 24-token response
+        words = text.split()
+        if len(words) > 4:
+            text = " ".join(words[: r.randrange(3, len(words))])
+    u = r.random()
+    if u < 0.35:
+        text = text.rstrip(".!") + r.choice(["!", "!!", "!!!", "!!!!"])
+    elif u < 0.45:
+        text = text.rstrip(".!") + "."
+    return text
+
+
+def _policy_samples(n: int, seed: int, desc: str) -> list[str]:
+    """`n` texts sampled from the tiny GPT-2, each continuing the first 2–5 words of a
+    corpus sentence (a different corpus seed than pre-training)."""
+    from tqdm.auto import tqdm
+    from .text import build_corpus, load_policy
+
+    model, tok = load_policy("tiny", device="cpu")
+    r = random.Random(seed)
+    src = build_corpus(n, seed=1000 + seed)
+    prompts = [" ".join(s.split()[: r.randint(2, 5)]) for s in src]
+    out: list[str] = []
+    torch.manual_seed(seed)
+    for i in tqdm(range(0, n, 256), desc=desc, leave=False):
+        enc = tok(prompts[i: i + 256], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            gen = model.generate(**enc, do_sample=True, top_k=0, top_p=1.0, max_new_tokens=24,
+                                 pad_token_id=tok.pad_token_id)
+        out += tok.batch_decode(gen, skip_special_tokens=True)
+    return out
+
+
+def _text_pool(n: int, seed: int, desc: str) -> list[str]:
+    from .text import build_corpus
+    r = random.Random(seed)
+    corpus = build_corpus(n - n // 2, seed=2000 + seed)
+    texts = corpus + _policy_samples(n // 2, seed, desc)
+    texts = [_vary(t, r) for t in texts if t.strip()]
+    r.shuffle(texts)
+    return texts
+
+
+def _pairs(texts: list[str], n_pairs: int, seed: int) -> tuple[list[str], list[str]]:
+    r = random.Random(seed)
+    a, b = [], []
+    for _ in range(n_pairs):
+        i, j = r.sample(range(len(texts)), 2)
+        a.append(texts[i])
+        b.append(texts[j])
+    return a, b
+
+
+def evaluate_pairs(rm: RewardModel, a: list[str], b: list[str], labels: torch.Tensor) -> dict:
+    """Agreement of the reward model's ordering with the gold ordering (pairs whose gold
+    scores differ, ties left out), with the annotator's (noisy) labels, and the annotator's
+    own agreement with gold on the same pairs."""
+    ra, rb = rm.score(a), rm.score(b)
+    ga, gb = gold_score(a), gold_score(b)
+    untied = (ga - gb).abs() > 1e-6
+    rm_says_a = ra > rb
+    gold_says_a = ga > gb
+    lab = labels > 0.5
+    return {
+        "gold_agreement": float((rm_says_a == gold_says_a)[untied].float().mean()),
+        "label_agreement": float((rm_says_a == lab).float().mean()),
+        "annotator_gold_agreement": float((lab == gold_says_a)[untied].float().mean()),
+        "n_pairs": len(a), "n_untied": int(untied.sum()),
+        "exclamation_effect": _exclamation_effect(rm),
+    }
+
+
+_EXCL_PROBES = ["The blender is okay", "The battery life is terrible", "This kettle is great",
+                "The zipper broke after a week", "I bought this lamp and it works",
+                "The price is fair", "The screen is awful", "I love this backpack"]
+
+
+def _exclamation_effect(rm: RewardModel) -> float:
+    """Mean change of the reward when '.' is replaced by '!!!' on fixed probe sentences."""
+    plain = rm.score([p + "." for p in _EXCL_PROBES])
+    loud = rm.score([p + "!!!" for p in _EXCL_PROBES])
+    return float((loud - plain).mean())
+
+
+def train_reward_model(spec: RewardSpec, device=None, progress: bool = True) -> RewardModel:
+    """Build a reward model from the tiny GPT-2's backbone and train it on annotator
+    preferences with the pairwise logistic loss; report held-out metrics in `.metrics`.
+
+        L(ψ) = −mean( log σ( R_ψ(chosen) − R_ψ(rejected) ) )
+    """
+    from tqdm.auto import tqdm
+    from transformers import AutoModel, AutoTokenizer
+    from .text import tiny_gpt2_path
+
+    t0, c0 = time.time(), time.process_time()
+    torch.manual_seed(spec.seed)
+    path = tiny_gpt2_path()
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tok.padding_side = "left"
+    backbone = AutoModel.from_pretrained(path, local_files_only=True)   # GPT2Model: no LM head
+    rm = RewardModel(backbone, tok)
+    rm.bias = spec.bias
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    rm.to(dev)
+
+    ann = SimulatedAnnotator(spec.temperature, spec.bias, spec.bias_strength, seed=spec.seed)
+    train_texts = _text_pool(spec.n_train_texts, spec.seed, "reward-model texts")
+    eval_texts = _text_pool(spec.n_eval_texts, spec.seed + 1, "held-out texts")
+    ea, eb = _pairs(eval_texts, spec.n_eval_pairs, spec.seed + 1)
+    el = ann.prefer(ea, eb)
+    train_utility = ann.utility(train_texts)                 # labels are sampled from this
+
+    eos = tok.eos_token
+    r = random.Random(spec.seed)
+
+    def with_eos(t):            # half of the texts end in EOS, as finished responses do
+        return t + eos if r.random() < 0.5 else t
+
+    opt = torch.optim.AdamW(rm.parameters(), lr=spec.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 5) * max(0.1, 1 - s / max(1, spec.steps)))
+    rm.train()
+    losses, accs = [], []
+    gen = torch.Generator().manual_seed(spec.seed)
+    order: list[int] = []
+    bar = tqdm(range(spec.steps), desc=f"reward model (bias={spec.bias})", leave=False,
+               disable=not progress)
+    for _ in bar:
+        # a batch of texts, compared in `pairs_per_batch` random pairs, each pair labelled
+        # by the annotator (a fresh noisy label per comparison)
+        if len(order) < spec.batch_texts:
+            order += torch.randperm(len(train_texts), generator=gen).tolist()
+        idx, order = order[: spec.batch_texts], order[spec.batch_texts:]
+        i = torch.randint(len(idx), (spec.pairs_per_batch,), generator=gen)
+        j = (i + torch.randint(1, len(idx), (spec.pairs_per_batch,), generator=gen)) % len(idx)
+        u = train_utility[idx]                                          # (Bt,)
+        p_i = torch.sigmoid((u[i] - u[j]) / ann.temperature)            # P(i ≻ j)
+        y = torch.bernoulli(p_i, generator=ann.generator)               # annotator's label
+        enc = tok([with_eos(train_texts[k]) for k in idx], return_tensors="pt", padding=True,
+                  truncation=True, add_special_tokens=False).to(dev)
+        s = rm(enc["input_ids"], enc["attention_mask"])                 # (Bt,)
+        margin = torch.where(y.to(dev) > 0.5, s[i] - s[j], s[j] - s[i])  # R(chosen) − R(rejected)
+        loss = -torch.nn.functional.logsigmoid(margin).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        accs.append((margin > 0).float().mean().item())
+        if len(losses) % 5 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-5:]) / 5:.3f}", acc=f"{sum(accs[-5:]) / 5:.2f}")
+    bar.close()
+    if not all(math.isfinite(v) for v in losses):
+        raise RuntimeError("reward-model training produced a non-finite loss")
+    rm.eval()
+    from .text import build_corpus
+    rm.offset = 0.0
+    rm.offset = float(rm.score(build_corpus(1000, seed=3000)).mean())
+    rm.metrics = evaluate_pairs(rm, ea, eb, el)
+    rm.metrics.update({"train_loss_first": sum(losses[:10]) / 10,
+                       "train_loss_last": sum(losses[-10:]) / 10,
+                       "train_seconds": round(time.time() - t0, 1),
+                       "train_cpu_seconds": round(time.process_time() - c0, 1), "steps": spec.steps,
+                       "comparisons": spec.steps * spec.pairs_per_batch,
+                       "spec": asdict(spec)})
+    return rm
+
+
+def reward_model_path(bias: str | None = None, rebuild: bool = False) -> Path:
+    """Directory of the cached reward model for `bias` (None or "exclamation"); trained on
+    first use (≈ 1 minute on two CPU cores) into `cache_dir()/reward-<bias>-<hash>`.
+    Missing or corrupt → rebuilt; lock file against concurrent builds."""
+    from . import cache_dir
+    from .text import _build_threads, atomic_build, cache_lock, torch_threads, verify_artifact
+
+    spec = reward_spec(bias)
+    name = f"reward-{bias or 'none'}-{spec.key()}"
+    final = cache_dir() / name
+    if not rebuild and verify_artifact(final):
+        return final
+    from .text import tiny_gpt2_path
+    tiny_gpt2_path()                                   # outside our lock: it has its own
+    with cache_lock(name):
+        if not rebuild and verify_artifact(final):
+            return final
+        info: dict = {}
+
+        def build(tmp):
+            with torch_threads(_build_threads()):
+                rm = train_reward_model(spec)
+            rm.save(tmp)
+            info.update({"metrics": {k: v for k, v in rm.metrics.items() if k != "spec"}})
+        atomic_build(final, build, info)
+    return final
+
+
+def load_reward_model(bias: str | None = None, device=None) -> RewardModel:
+    """The cached reward model for `bias` (built if needed), in eval mode on `device`
+    (None: CUDA if available, else CPU). Its `.metrics` holds the held-out figures:
+    `gold_agreement`, `label_agreement`, `annotator_gold_agreement`, `exclamation_effect`."""
+    return RewardModel.load(reward_model_path(bias), device=device)
