@@ -1,0 +1,291 @@
+"""Regenerate the sweep logs that chapter 06 reads in fast mode (fixed seeds).
+
+    python chapters/data/06/make_sweeps.py              # everything (~10-15 min on 2 CPU cores)
+    python chapters/data/06/make_sweeps.py --only beta  # one group: beta, eps_rlhf, adaptive,
+                                                        #   faults, eps_cartpole, long
+    python chapters/data/06/make_sweeps.py --list       # the runs, from the code
+
+Every run is one of `ppo_core`'s own trainers (`ppo_core.rlhf.train`,
+`ppo_core.cartpole.train`) writing its standard JSONL log into this folder; `manifest.json`
+records each run's configuration, wall time, and the torch version. The RLHF runs use the
+tiny GPT-2 and reward models of the cache that `PPO_COURSE_FAST` selects; the stored logs
+were made with `PPO_COURSE_FAST=1` (the models a fast-mode chapter loads).
+
+The module also holds the three *fault injections* of chapter 06 (the chapter imports them):
+each is a context manager that swaps one piece of `ppo_core.rlhf` for a broken copy while a
+run trains, so `rlhf.py` itself is never edited:
+
+    eos_masked_out()   pad == EOS and the loss mask drops every EOS token (the first too)
+    shifted_logprobs() logits at position t score the token at t, not at t+1 (no shift)
+    unfrozen_reference  not a context manager: pass the policy's own LM as `ref_model`
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from ppo_core import rlhf  # noqa: E402
+from ppo_core.losses import entropy_from_logits  # noqa: E402
+from ppo_core.masking import logprobs_from_logits  # noqa: E402
+from ppo_core.value_head import CausalLMWithValueHead, position_ids_from_mask  # noqa: E402
+
+# ----------------------------------------------------------------------------------------
+# The runs
+# ----------------------------------------------------------------------------------------
+
+#: shared settings of the RLHF runs: the biased reward model (annotators who like "!")
+RLHF_BASE = dict(reward_bias="exclamation", steps=40, batch_size=32, response_len=16,
+                 ppo_epochs=2, minibatch_size=16, lr=3e-4, clip_eps=0.2, n_samples=4,
+                 seed=0, progress=False)
+BETAS = [0.0, 0.02, 0.05, 0.1, 0.3, 1.0]
+LONG_STEPS = 120                          # β = 0 for 3× longer: how far does the gold curve go?
+EPS_RLHF = [0.05, 0.2, 100.0]            # 100 = the clip never binds
+EPS_RLHF_BASE = dict(RLHF_BASE, reward_bias=None, beta=0.05, lr=1e-3, ppo_epochs=4, steps=30)
+ADAPTIVE = dict(RLHF_BASE, reward_bias=None, beta=0.3, target_kl=3.0, kl_horizon=160.0,
+                steps=50)
+FAULT_BETA = 0.1
+FAULTS = ["eos_masked", "shifted", "unfrozen_ref"]
+EPS_CARTPOLE = [0.05, 0.2, 0.5, None]    # None = clip off
+CARTPOLE_SEEDS = [0, 1]
+CARTPOLE_BASE = dict(total_steps=60_000, eval_every=0, threads=1)
+CARTPOLE_KEYS = ["iteration", "global_step", "charts/episodic_return", "losses/approx_kl",
+                 "losses/clipfrac", "losses/entropy", "losses/explained_variance",
+                 "losses/value_loss", "losses/policy_loss", "objective/kl", "objective/beta",
+                 "perf/train_seconds"]
+
+
+def _tag(x) -> str:
+    return "none" if x is None else f"{x:g}"
+
+
+def runs() -> dict[str, dict]:
+    """name -> {"group", "trainer", "config", "fault"}: every run this script makes."""
+    out = {}
+    for b in BETAS:
+        out[f"beta_{_tag(b)}"] = dict(group="beta", trainer="rlhf", config=dict(RLHF_BASE, beta=b),
+                                      fault=None)
+    for e in EPS_RLHF:
+        out[f"eps_rlhf_{_tag(e)}"] = dict(group="eps_rlhf", trainer="rlhf",
+                                          config=dict(EPS_RLHF_BASE, clip_eps=e), fault=None)
+    out["beta_0_long"] = dict(group="long", trainer="rlhf", config=dict(RLHF_BASE, beta=0.0, steps=LONG_STEPS),
+                              fault=None)
+    out["adaptive_kl"] = dict(group="adaptive", trainer="rlhf", config=dict(ADAPTIVE), fault=None)
+    for f in FAULTS:
+        out[f"fault_{f}"] = dict(group="faults", trainer="rlhf",
+                                 config=dict(RLHF_BASE, beta=FAULT_BETA, steps=30), fault=f)
+    for e in EPS_CARTPOLE:
+        for s in CARTPOLE_SEEDS:
+            out[f"eps_cartpole_{_tag(e)}_seed{s}"] = dict(
+                group="eps_cartpole", trainer="cartpole",
+                config=dict(CARTPOLE_BASE, clip_eps=e, seed=s), fault=None)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Fault injection
+# ----------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def eos_masked_out():
+    """Fault 1: pad == EOS, and the mask is built as `ids != pad_id`, so the first EOS of
+    every response (the token that *ends* the episode) leaves the loss, the KL and the
+    reward: no gradient ever says "stop here". A response that is only EOS keeps its one
+    token (the trainer needs ≥ 1 token per episode).
+
+    Swaps `ppo_core.rlhf.response_mask` for the broken version while the block runs.
+    """
+    correct = rlhf.response_mask
+
+    def broken(response_ids, eos_token_id):
+        mask = correct(response_ids, eos_token_id) & (response_ids != eos_token_id)
+        mask[:, 0] |= ~mask.any(dim=1)                    # keep one token per response
+        return mask
+
+    rlhf.response_mask = broken
+    try:
+        yield
+    finally:
+        rlhf.response_mask = correct
+
+
+def shifted_sequence_logprobs(model, input_ids, attention_mask, n_prompt, temperature=1.0,
+                              bf16=False, with_values=False, with_entropy=False):
+    """`rlhf.sequence_logprobs` without the causal shift (the bug):
+
+        logp[b, t] = log softmax(logits[b, P+t] / temperature)[ids[b, P+t]]     (wrong)
+
+    instead of `logits[b, P−1+t]`: each position scores the token it has already seen.
+    Same signature and shapes as the correct function, so nothing crashes."""
+    position_ids = position_ids_from_mask(attention_mask)
+    with rlhf._autocast(input_ids.device, bf16):
+        if isinstance(model, CausalLMWithValueHead):
+            logits, values = model(input_ids, attention_mask, position_ids, return_values=with_values)
+        else:
+            logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                           position_ids=position_ids, use_cache=False).logits
+            values = None
+    logits = logits[:, n_prompt:].float() / temperature                 # BUG: should be P-1:-1
+    tokens = input_ids[:, n_prompt:]                                     # (B, T)
+    out = {"logp": logprobs_from_logits(logits, tokens)}
+    if with_values:
+        out["values"] = values[:, n_prompt:]
+    if with_entropy:
+        out["entropy"] = entropy_from_logits(logits)
+    return out
+
+
+@contextlib.contextmanager
+def shifted_logprobs():
+    """Fault 2: every log-prob in the trainer (π_old, π_θ, π_ref) comes from
+    `shifted_sequence_logprobs`. Swaps `ppo_core.rlhf.sequence_logprobs` while the block runs."""
+    correct = rlhf.sequence_logprobs
+    rlhf.sequence_logprobs = shifted_sequence_logprobs
+    try:
+        yield
+    finally:
+        rlhf.sequence_logprobs = correct
+
+
+def train_with_fault(fault: str | None, **config):
+    """`rlhf.train(RLHFConfig(**config))` with one fault injected (None: healthy).
+
+    "unfrozen_ref" passes the policy's own LM as the reference: π_ref moves with π_θ, so the
+    KL term compares the policy with itself (the `ref_model = model` bug, no deepcopy)."""
+    cfg = rlhf.RLHFConfig(**config)
+    if fault is None:
+        return rlhf.train(cfg)
+    if fault == "eos_masked":
+        with eos_masked_out():
+            return rlhf.train(cfg)
+    if fault == "shifted":
+        with shifted_logprobs():
+            return rlhf.train(cfg)
+    if fault == "unfrozen_ref":
+        lm, tok = rlhf.load_policy_and_tokenizer(cfg.model, cfg.device)
+        return rlhf.train(cfg, policy=lm, tokenizer=tok, ref_model=lm)
+    raise ValueError(f"fault must be None, 'eos_masked', 'shifted' or 'unfrozen_ref', got {fault!r}")
+
+
+# ----------------------------------------------------------------------------------------
+# Running
+# ----------------------------------------------------------------------------------------
+
+def _write(path: Path, records: list[dict], keys: list[str] | None = None) -> None:
+    from ppo_core.metrics import MetricsLog
+
+    with MetricsLog(path) as log:
+        for r in records:
+            log.write({k: r[k] for k in keys if k in r} if keys else r)
+
+
+def run_one(name: str, spec: dict | None = None, out_dir: Path = HERE, progress: bool = False) -> float:
+    """Train run `name` (of `runs()`) and write `out_dir/name.jsonl`; return the wall time.
+    `progress` shows the trainer's tqdm bar (the logs do not depend on it)."""
+    spec = spec if spec is not None else runs()[name]
+    t0 = time.perf_counter()
+    if spec["trainer"] == "rlhf":
+        res = train_with_fault(spec["fault"], **dict(spec["config"], progress=progress))
+        _write(Path(out_dir) / f"{name}.jsonl", res.records)
+    else:
+        from ppo_core import cartpole
+
+        res = cartpole.train(cartpole.CartPoleConfig(**dict(spec["config"], progress=progress)))
+        _write(Path(out_dir) / f"{name}.jsonl", res.records, CARTPOLE_KEYS)
+    return time.perf_counter() - t0
+
+
+def load_run(name: str, rerun: bool = False, out_dir: Path | None = None) -> list[dict]:
+    """The records of run `name`: read from this folder, or (`rerun=True`, chapter 06's full
+    mode) trained afresh into `out_dir` (default `ppo_core.cache_dir()/ch06_sweeps`) unless a
+    log from an earlier full-mode run is already there."""
+    from ppo_core.metrics import read_log
+
+    if name not in runs():
+        raise ValueError(f"name must be one of {sorted(runs())}, got {name!r}")
+    if not rerun:
+        return read_log(HERE / f"{name}.jsonl")
+    if out_dir is None:
+        import ppo_core
+
+        out_dir = ppo_core.cache_dir() / "ch06_sweeps"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / f"{name}.jsonl").exists():
+        run_one(name, out_dir=out_dir, progress=True)
+    return read_log(out_dir / f"{name}.jsonl")
+
+
+# ----------------------------------------------------------------------------------------
+# Analysis: the Gao et al. (2022) fit
+# ----------------------------------------------------------------------------------------
+
+def gao_fit(d, gain):
+    """Least-squares fit of Gao et al. (2022)'s RL form to a gold-reward curve:
+
+        R(d) = d (α − β_g · log d),      d = √KL(π‖π_ref)
+
+    `gain` is the gold reward minus its value at d = 0, so R(0) = 0 as in the paper. The form
+    is linear in (α, β_g): R = α·d − β_g·(d log d), solved by `numpy.linalg.lstsq`.
+
+    Args: d, gain: `(n,)` arrays, d > 0 (points with d ≤ 0 are dropped).
+    Returns: (α, β_g, d*) with d* = exp(α/β_g − 1) the d of the curve's maximum
+    (dR/dd = α − β_g(log d + 1) = 0); d* = inf when β_g ≤ 0 (no turn-over within the form).
+    """
+    import numpy as np
+
+    d, gain = np.asarray(d, dtype=float), np.asarray(gain, dtype=float)
+    if d.shape != gain.shape or d.ndim != 1:
+        raise ValueError(f"d and gain must be 1-D arrays of one shape, got {d.shape}, {gain.shape}")
+    ok = (d > 0) & np.isfinite(d) & np.isfinite(gain)
+    if ok.sum() < 3:
+        raise ValueError(f"gao_fit needs at least 3 points with d > 0, got {int(ok.sum())}")
+    d, gain = d[ok], gain[ok]
+    X = np.stack([d, -d * np.log(d)], axis=1)                             # (n, 2)
+    (alpha, beta_g), *_ = np.linalg.lstsq(X, gain, rcond=None)
+    d_star = float(np.exp(alpha / beta_g - 1)) if beta_g > 0 else float("inf")
+    return float(alpha), float(beta_g), d_star
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="*", default=None, help="groups or run names to make")
+    p.add_argument("--list", action="store_true", help="list the runs and exit")
+    args = p.parse_args(argv)
+    table = runs()
+    if args.list:
+        for name, spec in table.items():
+            print(f"{name:28s} {spec['trainer']:8s} fault={spec['fault']}")
+        return 0
+    torch.set_num_threads(1)          # the tiny models are fastest on one thread
+    chosen = {n: s for n, s in table.items()
+              if args.only is None or n in args.only or s["group"] in args.only}
+    if not chosen:
+        raise SystemExit(f"--only {args.only} matches no run; see --list")
+    manifest_path = HERE / "manifest.json"
+    import ppo_core
+
+    for name, spec in chosen.items():
+        seconds = run_one(name, spec)
+        # re-read before writing: two groups may run in parallel processes
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        manifest[name] = dict(spec, seconds=round(seconds, 1), torch=torch.__version__,
+                              fast_mode=ppo_core.fast_mode())
+        manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=1))
+        print(f"{name:28s} {seconds:6.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
