@@ -1,0 +1,856 @@
+"""Token-level PPO for RLHF: rollouts, the KL-shaped reward, the trainer (chapter 05).
+
+One iteration, in CleanRL's order (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al.
+2022):
+
+1. Roll out: sample B responses of at most T tokens for B left-padded prompts with the
+   policy π_θ (KV-cache `generate`); keep each response up to and including its first EOS.
+2. Score, without gradients: log π_old(y_t|x, y_<t) and V(s_t) with the policy and its
+   value head, log π_ref(y_t|x, y_<t) with the frozen reference, the reward model's score
+   R(x, y) of the whole response, and the gold score (which PPO never sees).
+3. Per-token reward, for response tokens t = 0..T_b−1 of sequence b:
+
+       r_t = −β · k1_t  +  [t = T_b − 1] · R(x, y),       k1_t = log π_old(y_t|·) − log π_ref(y_t|·)
+
+4. GAE over tokens (γ = 1, λ = 0.95), the episode ending at the last response token;
+   advantages whitened over the response mask.
+5. Epochs × minibatches of `ppo_core.losses.ppo_objective`: the clipped surrogate plus the
+   clipped value loss (the KL is already in the reward, so the objective's β is 0 here).
+6. Adapt β (fixed, or the proportional controller of `ppo_core.kl_control`), log.
+
+Alignment, spelled out: for a sequence `ids = [prompt (P tokens, left-padded) | response]`
+the logits and the value at position P−1+t belong to the state before response token t and
+score the token at position P+t, hence the slices `logits[:, P-1:-1]`, `values[:, P-1:-1]`
+against `ids[:, P:]`.
+
+Shapes: B batch (episodes = prompts), P prompt tokens, T response tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ._checks import non_negative, positive_finite, unit_interval
+from .advantages import gae
+from .kl_control import make_kl_controller
+from .losses import entropy_from_logits, kl_estimate, ppo_objective
+from .masking import logprobs_from_logits, masked_mean, masked_whiten
+from .metrics import MetricsLog
+from .value_head import VALUE_HEAD_FILE, CausalLMWithValueHead, position_ids_from_mask
+
+__all__ = ["RLHFConfig", "RLHFResult", "Rollout", "train", "load_policy_and_tokenizer",
+           "sample_responses", "response_mask", "sequence_logprobs", "score_rollout",
+           "token_rewards", "per_token_kl", "evaluate", "save_policy", "build_parser",
+           "cli_main"]
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class RLHFConfig:
+    """Every setting of an RLHF run. Defaults suit the tiny GPT-2 on two CPU cores."""
+
+    model: str = "tiny"
+    """Policy to start from: "tiny" (the course's GPT-2), "gpt2" (124M), or a local path."""
+    reward_bias: str | None = None
+    """Reward model to optimise: trained on unbiased annotators (None) or "exclamation"."""
+    steps: int = 20
+    """PPO iterations (each: one batch of rollouts, then the update epochs)."""
+    batch_size: int = 32
+    """B: prompts, hence episodes, per iteration."""
+    response_len: int = 16
+    """T: maximum number of generated tokens per response."""
+    min_response_len: int = 0
+    """EOS is forbidden before this many tokens (benchmarks use T for fixed-length responses;
+    the samples then come from π with EOS masked out, a small off-policy bias)."""
+    ppo_epochs: int = 2
+    """Passes over each batch of rollouts."""
+    minibatch_size: int = 16
+    """Episodes per gradient step (must divide batch_size)."""
+    lr: float = 1e-4
+    """Adam learning rate for the policy and the value head."""
+    clip_eps: float = 0.2
+    """ε: clip range of the probability ratio r_t(θ), usually 0.1 to 0.3."""
+    value_clip_eps: float | None = 0.2
+    """ε_v: clip range of the value update around the old values (None: unclipped)."""
+    vf_coef: float = 0.1
+    """c_v: weight of the value loss."""
+    ent_coef: float = 0.0
+    """c_H: entropy bonus (RLHF usually relies on the KL penalty instead)."""
+    beta: float = 0.05
+    """β: KL coefficient in the per-token reward (initial value when adaptive)."""
+    target_kl: float | None = None
+    """Adaptive β: KL target in nats per *sequence* (None: β stays fixed)."""
+    kl_horizon: float = 10_000
+    """Adaptive β: the controller's horizon in episodes (Ziegler et al. 2019)."""
+    kl_estimator: str = "k1"
+    """Per-token KL estimate in the reward: "k1" (log-ratio), "k2" or "k3"."""
+    gamma: float = 1.0
+    """γ: discount over tokens."""
+    lam: float = 0.95
+    """λ: GAE parameter over tokens."""
+    whiten_advantages: bool = True
+    """Standardise advantages over the response tokens of each batch."""
+    temperature: float = 1.0
+    """Sampling temperature; the policy trained is softmax(logits / temperature)."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip per step."""
+    early_stop_kl: float | None = None
+    """Stop the epochs of an iteration once approx_kl (old‖new, per token) exceeds this."""
+    n_prompts: int = 256
+    """Size of the prompt pool that batches are drawn from."""
+    prompt_seed: int = 1
+    """Seed of `ppo_core.text.build_prompts`."""
+    seed: int = 0
+    """Seed of sampling, minibatch order and the value head."""
+    device: str | None = None
+    """"cpu", "cuda", ... (None: CUDA when available)."""
+    bf16: bool | None = None
+    """bf16 autocast (None: on CUDA only)."""
+    log_path: str | None = None
+    """JSONL metrics log (None: keep records in memory only)."""
+    save_path: str | None = None
+    """Checkpoint folder (policy + value head, safetensors; None: no checkpoint)."""
+    save_every: int = 0
+    """Also checkpoint every this many iterations (0: only at the end / on interrupt)."""
+    n_samples: int = 3
+    """Sample texts written to each log record."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "response_len", "ppo_epochs", "minibatch_size",
+                     "n_prompts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.min_response_len, int) or not 0 <= self.min_response_len <= self.response_len:
+            raise ValueError(f"min_response_len must be an int in [0, response_len="
+                             f"{self.response_len}], got {self.min_response_len!r}")
+        if self.batch_size % self.minibatch_size:
+            raise ValueError(f"minibatch_size={self.minibatch_size} must divide "
+                             f"batch_size={self.batch_size}")
+        positive_finite(self.lr, "lr")
+        positive_finite(self.clip_eps, "clip_eps")
+        positive_finite(self.value_clip_eps, "value_clip_eps", allow_none=True)
+        non_negative(self.vf_coef, "vf_coef")
+        non_negative(self.ent_coef, "ent_coef")
+        non_negative(self.beta, "beta")
+        positive_finite(self.target_kl, "target_kl", allow_none=True)
+        positive_finite(self.kl_horizon, "kl_horizon")
+        if self.target_kl is not None and self.beta <= 0:
+            raise ValueError(f"adaptive β (target_kl={self.target_kl}) needs beta > 0, got "
+                             f"{self.beta!r}")
+        if self.kl_estimator not in ("k1", "k2", "k3"):
+            raise ValueError(f"kl_estimator must be 'k1', 'k2' or 'k3', got {self.kl_estimator!r}")
+        unit_interval(self.gamma, "gamma")
+        unit_interval(self.lam, "lam")
+        positive_finite(self.temperature, "temperature")
+        positive_finite(self.max_grad_norm, "max_grad_norm")
+        positive_finite(self.early_stop_kl, "early_stop_kl", allow_none=True)
+        if self.reward_bias not in (None, "exclamation"):
+            raise ValueError(f"reward_bias must be None or 'exclamation', got {self.reward_bias!r}")
+        if not isinstance(self.save_every, int) or self.save_every < 0:
+            raise ValueError(f"save_every must be an int >= 0, got {self.save_every!r}")
+
+    @property
+    def n_minibatches(self) -> int:
+        """Gradient steps per epoch."""
+        return self.batch_size // self.minibatch_size
+
+
+@dataclass
+class RLHFResult:
+    """What `train` returns: the records it logged and the models it trained."""
+
+    records: list[dict]
+    policy: CausalLMWithValueHead
+    ref_model: torch.nn.Module
+    tokenizer: object
+    config: RLHFConfig
+    interrupted: bool = False
+    checkpoint: Path | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+def _resolve_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _prepare_tokenizer(tokenizer):
+    """Left padding (generation appends on the right); pad = EOS when there is no pad."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy_and_tokenizer(model: str = "tiny", device=None):
+    """(causal LM, tokenizer) for `model` = "tiny", "gpt2" or a local path.
+
+    "gpt2" loads the hub's `gpt2` with `from_pretrained` where a hub is reachable. Offline,
+    it loads a 124M GPT-2 pre-trained on the course corpus from `cache_dir()/gpt2_small`
+    if one was saved there, else the 124M architecture (`text.gpt2_small_config`) with
+    random weights and the course tokenizer: enough to prove the code path and measure
+    speed, not to produce readable text.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from . import cache_dir, text
+
+    dev = _resolve_device(device)
+    if not isinstance(model, (str, os.PathLike)) or not str(model):
+        raise ValueError(f"model must be 'tiny', 'gpt2' or a path, got {model!r}")
+    name = str(model)
+    if name == "tiny":
+        lm, tok = text.load_policy("tiny", device=dev)
+    elif name == "gpt2":
+        try:
+            lm = AutoModelForCausalLM.from_pretrained("gpt2")
+            tok = AutoTokenizer.from_pretrained("gpt2")
+        except (OSError, ValueError):                    # no hub, nothing in the HF cache
+            local = cache_dir() / "gpt2_small"
+            if (local / "config.json").is_file():
+                lm = AutoModelForCausalLM.from_pretrained(str(local))
+                tok = AutoTokenizer.from_pretrained(str(local))
+            else:
+                from transformers import GPT2LMHeadModel
+
+                _, tok = text.load_policy("tiny", device="cpu")
+                lm = GPT2LMHeadModel(text.gpt2_small_config(len(tok)))
+        lm.to(dev)
+    else:
+        if not Path(name).exists():
+            raise ValueError(f"model must be 'tiny', 'gpt2' or an existing path, got {name!r}")
+        lm, tok = text.load_policy(name, device=dev)
+    return lm, _prepare_tokenizer(tok)
+
+
+def _reference_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of the initial policy: π_ref."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def save_policy(policy: CausalLMWithValueHead, tokenizer, path, config: RLHFConfig | None = None,
+                state: dict | None = None) -> Path:
+    """Checkpoint: `save_pretrained` (safetensors) + value head + tokenizer + run config."""
+    path = Path(path)
+    policy.save_pretrained(path)
+    tokenizer.save_pretrained(str(path))
+    meta = {"config": dataclasses.asdict(config) if config is not None else {},
+            "state": state or {}}
+    (path / "rlhf_config.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Rollouts
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Rollout:
+    """One batch of episodes. P prompt tokens (left-padded), T response tokens.
+
+    input_ids `(B, P+T)`, attention_mask `(B, P+T)` (0 on left padding and after the first
+    EOS), mask `(B, T)` bool response mask, n_prompt P; the rest are filled by `score_rollout`.
+    """
+
+    prompts: list[str]
+    responses: list[str]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    mask: torch.Tensor
+    n_prompt: int
+    sampling_logprobs: torch.Tensor | None = None
+    logprobs: torch.Tensor | None = None
+    ref_logprobs: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    gold: torch.Tensor | None = None
+
+    @property
+    def response_ids(self) -> torch.Tensor:
+        return self.input_ids[:, self.n_prompt:]
+
+    @property
+    def texts(self) -> list[str]:
+        return [p + r for p, r in zip(self.prompts, self.responses)]
+
+
+def response_mask(response_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """Which response tokens are part of the episode: everything up to and including the
+    first EOS; nothing after it (with pad = EOS, the padding *is* more EOS tokens).
+
+        mask[b, t] = 1  iff  no EOS among response_ids[b, :t]
+
+    Args: response_ids `(B, T)`; eos_token_id the EOS id.
+    Returns: `(B, T)` bool. Every row keeps at least its first token.
+    """
+    if not isinstance(response_ids, torch.Tensor) or response_ids.dim() != 2:
+        raise ValueError(f"response_ids must be a (B, T) tensor, got shape "
+                         f"{tuple(getattr(response_ids, 'shape', ()))}")
+    if not isinstance(eos_token_id, int):
+        raise ValueError(f"eos_token_id must be an int, got {eos_token_id!r}")
+    is_eos = (response_ids == eos_token_id).long()                      # (B, T)
+    eos_before = is_eos.cumsum(dim=1) - is_eos                          # EOS strictly before t
+    return eos_before == 0
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def sample_responses(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
+                     temperature: float = 1.0, bf16: bool = False,
+                     return_sampling_logprobs: bool = False, min_new_tokens: int = 0) -> Rollout:
+    """Sample one response per prompt with KV-cache `generate` on a left-padded batch.
+
+    Pure sampling from softmax(logits / temperature): no top-k, no top-p, no repetition
+    penalty, so the log-probabilities recomputed later are those of the sampling policy.
+    `generate` derives position ids from the attention mask, as `sequence_logprobs` does.
+
+    Args:
+        model: a causal LM or `CausalLMWithValueHead`.
+        tokenizer: its tokenizer (padding_side "left").
+        prompts: B prompt strings.
+        max_new_tokens: T.
+        return_sampling_logprobs: also keep log π(y_t) as seen during generation `(B, T)`
+            (for the test that recomputed log-probs equal them).
+        min_new_tokens: forbid EOS before this many tokens (0: pure sampling).
+
+    Returns: a `Rollout` with ids, masks and decoded responses (up to the first EOS).
+    """
+    from transformers import GenerationConfig
+
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompts must be a non-empty list of strings, got {type(prompts).__name__}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    positive_finite(temperature, "temperature")
+    if tokenizer.padding_side != "left":
+        raise ValueError(f"tokenizer.padding_side must be 'left' for generation, got "
+                         f"{tokenizer.padding_side!r}")
+    lm = model.pretrained_model if isinstance(model, CausalLMWithValueHead) else model
+    device = _model_device(lm)
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    prompt_ids = enc["input_ids"].to(device)                            # (B, P)
+    prompt_mask = enc["attention_mask"].to(device)                      # (B, P)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    gen_cfg = GenerationConfig(do_sample=True, top_k=0, top_p=1.0, temperature=float(temperature),
+                               max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                               pad_token_id=pad, eos_token_id=eos, use_cache=True,
+                               repetition_penalty=1.0, return_dict_in_generate=True,
+                               output_logits=return_sampling_logprobs)
+    was_training = lm.training
+    lm.eval()
+    with _autocast(device, bf16):
+        out = lm.generate(input_ids=prompt_ids, attention_mask=prompt_mask,
+                          generation_config=gen_cfg)
+    lm.train(was_training)
+    P = prompt_ids.shape[1]
+    response = out.sequences[:, P:]                                     # (B, T' ≤ T)
+    mask = response_mask(response, eos)                                 # (B, T')
+    response = torch.where(mask, response, torch.full_like(response, pad))
+    input_ids = torch.cat([prompt_ids, response], dim=1)                # (B, P+T')
+    attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)       # (B, P+T')
+    texts = [tokenizer.decode(r[m], skip_special_tokens=True)
+             for r, m in zip(response.cpu(), mask.cpu())]
+    rollout = Rollout(list(prompts), texts, input_ids, attention_mask, mask, P)
+    if return_sampling_logprobs:
+        logits = torch.stack(out.logits, dim=1).float() / float(temperature)   # (B, T', V)
+        rollout.sampling_logprobs = logprobs_from_logits(logits, response)
+    return rollout
+
+
+def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      n_prompt: int, temperature: float = 1.0, bf16: bool = False,
+                      with_values: bool = False, with_entropy: bool = False):
+    """Log-probabilities of the response tokens, re-scored in one forward pass.
+
+        logp[b, t] = log softmax(logits[b, P−1+t] / temperature)[ids[b, P+t]]
+
+    The logits at position P−1+t score the token at P+t (the off-by-one of causal LMs);
+    position ids come from the attention mask, so left padding changes nothing.
+
+    Args:
+        model: a causal LM, or a `CausalLMWithValueHead` when `with_values`.
+        input_ids, attention_mask: `(B, P+T)`.
+        n_prompt: P.
+
+    Returns: dict with `logp` `(B, T)` (float32), and `values` `(B, T)` (V(s_t), the state
+    before token t) and `entropy` `(B, T)` when asked for.
+    """
+    if not isinstance(n_prompt, int) or not 1 <= n_prompt < input_ids.shape[1]:
+        raise ValueError(f"n_prompt must be an int in [1, {input_ids.shape[1] - 1}], got {n_prompt!r}")
+    device = input_ids.device
+    position_ids = position_ids_from_mask(attention_mask)
+    with _autocast(device, bf16):
+        if isinstance(model, CausalLMWithValueHead):
+            logits, values = model(input_ids, attention_mask, position_ids, return_values=with_values)
+        else:
+            if with_values:
+                raise ValueError("with_values=True needs a CausalLMWithValueHead")
+            logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                           position_ids=position_ids, use_cache=False).logits
+            values = None
+    logits = logits[:, n_prompt - 1:-1].float() / temperature          # position t scores t+1
+    tokens = input_ids[:, n_prompt:]                                     # (B, T)
+    out = {"logp": logprobs_from_logits(logits, tokens)}
+    if with_values:
+        out["values"] = values[:, n_prompt - 1:-1]                       # V(s_t), (B, T)
+    if with_entropy:
+        out["entropy"] = entropy_from_logits(logits)                     # H(π(·|s_t)), (B, T)
+    return out
+
+
+@torch.no_grad()
+def score_rollout(rollout: Rollout, policy: CausalLMWithValueHead, ref_model,
+                  reward_fn: Callable, gold_fn: Callable | None = None,
+                  temperature: float = 1.0, bf16: bool = False) -> Rollout:
+    """Fill in log π_old, V_old, log π_ref, the reward-model score and the gold score.
+
+    Both reward functions take the B full texts (prompt + response) and return `(B,)`.
+    """
+    pol = sequence_logprobs(policy, rollout.input_ids, rollout.attention_mask, rollout.n_prompt,
+                            temperature, bf16, with_values=True)
+    ref = sequence_logprobs(ref_model, rollout.input_ids, rollout.attention_mask,
+                            rollout.n_prompt, temperature, bf16)
+    rollout.logprobs, rollout.values, rollout.ref_logprobs = pol["logp"], pol["values"], ref["logp"]
+    device = rollout.input_ids.device
+    texts = rollout.texts
+    rollout.scores = torch.as_tensor(reward_fn(texts), dtype=torch.float32).to(device).reshape(-1)
+    if rollout.scores.shape[0] != len(texts):
+        raise ValueError(f"reward_fn must return one score per text ({len(texts)}), got "
+                         f"shape {tuple(rollout.scores.shape)}")
+    if gold_fn is not None:
+        rollout.gold = torch.as_tensor(gold_fn(texts), dtype=torch.float32).to(device).reshape(-1)
+    return rollout
+
+
+def token_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                  mask: torch.Tensor, beta: float, kl_estimator: str = "k1"):
+    """The KL-shaped per-token reward of RLHF.
+
+        r_t = −β · k_t  +  [t = T_b − 1] · R(x, y)       for response tokens (mask = 1)
+        r_t = 0                                           after the episode (mask = 0)
+
+    with k_t the per-token KL estimate (k1_t = log π_old(y_t) − log π_ref(y_t)) and T_b the
+    length of response b.
+
+    Args: scores `(B,)` reward-model scores R; logprobs, ref_logprobs, mask `(B, T)`; β ≥ 0.
+    Returns: (rewards `(B, T)`, kl `(B, T)` per-token estimate (0 off the mask),
+    dones `(B, T)` with 1 at each response's last token).
+    """
+    beta = non_negative(beta, "beta")
+    mask = mask.bool()
+    kl = kl_estimate(logprobs, ref_logprobs, kl_estimator)               # (B, T)
+    kl = torch.where(mask, kl, torch.zeros_like(kl))
+    last = mask.long().sum(dim=1) - 1                                    # T_b − 1, (B,)
+    if bool((last < 0).any()):
+        raise ValueError("mask has a response with no token")
+    dones = torch.zeros_like(kl)
+    dones[torch.arange(len(last), device=last.device), last] = 1.0
+    rewards = -beta * kl + dones * scores.reshape(-1, 1).to(kl)
+    return torch.where(mask, rewards, torch.zeros_like(rewards)), kl, dones
+
+
+@torch.no_grad()
+def per_token_kl(policy, ref_model, tokenizer, prompt: str, response: str) -> tuple[list[str], torch.Tensor]:
+    """The per-token log-ratio log π(y_t) − log π_ref(y_t) along one response (the heatmap
+    of chapter 05). Returns (token strings, `(T,)` tensor)."""
+    lm = policy.pretrained_model if isinstance(policy, CausalLMWithValueHead) else policy
+    device = _model_device(lm)
+    p_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    r_ids = tokenizer(response, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    if r_ids.shape[1] == 0:
+        raise ValueError("response must contain at least one token")
+    ids = torch.cat([p_ids, r_ids], dim=1).to(device)
+    attn = torch.ones_like(ids)
+    P = p_ids.shape[1]
+    a = sequence_logprobs(lm, ids, attn, P)["logp"][0]
+    b = sequence_logprobs(ref_model, ids, attn, P)["logp"][0]
+    tokens = [tokenizer.decode([t]) for t in r_ids[0].tolist()]
+    return tokens, (a - b).cpu()
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, prompts: list[str], gold_fn: Callable, reward_fn: Callable | None = None,
+             max_new_tokens: int = 16, seed: int = 123, temperature: float = 1.0) -> dict:
+    """Sample one response per prompt (seeded) and score it: mean gold (and proxy) score.
+
+    Returns dict with `gold`, `proxy` (or None), `texts`, `responses`.
+    """
+    lm = model.pretrained_model if isinstance(model, CausalLMWithValueHead) else model
+    with _fork_rng(seed, _model_device(lm)):
+        ro = sample_responses(lm, tokenizer, list(prompts), max_new_tokens, temperature)
+    texts = ro.texts
+    gold = torch.as_tensor(gold_fn(texts), dtype=torch.float32)
+    proxy = torch.as_tensor(reward_fn(texts), dtype=torch.float32) if reward_fn is not None else None
+    return {"gold": float(gold.mean()), "proxy": None if proxy is None else float(proxy.mean()),
+            "texts": texts, "responses": ro.responses}
+
+
+@contextlib.contextmanager
+def _fork_rng(seed: int, device: torch.device):
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+
+def _default_rewards(cfg: RLHFConfig, device):
+    from . import reward
+
+    rm = reward.load_reward_model(bias=cfg.reward_bias, device=device)
+    return rm.score, reward.gold_score
+
+
+def _nonfinite(e: Exception) -> bool:
+    return isinstance(e, ValueError) and "non-finite" in str(e)
+
+
+def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_model=None,
+          reward_fn: Callable | None = None, gold_fn: Callable | None = None,
+          prompts: list[str] | None = None, callback: Callable | None = None) -> RLHFResult:
+    """RLHF with token-level PPO; one JSONL record per iteration.
+
+    Args:
+        config: an `RLHFConfig` (defaults if None).
+        policy: a causal LM or `CausalLMWithValueHead` to train (default: load `config.model`).
+            A plain LM gets a fresh value head; it is trained in place.
+        tokenizer: its tokenizer (required with `policy`).
+        ref_model: frozen π_ref (default: a copy of the policy before training).
+        reward_fn: texts → `(B,)` proxy reward R (default: the reward model for
+            `config.reward_bias`); gold_fn: texts → `(B,)` gold score (default: VADER).
+        prompts: the prompt pool (default: `text.build_prompts(config.n_prompts)`).
+        callback: called as `callback(record)` after each iteration (e.g. a live plot).
+
+    Returns: `RLHFResult` (records, trained policy, reference, tokenizer, config).
+    On KeyboardInterrupt the log so far is kept, the last finished iteration is
+    checkpointed (if `save_path`), and the result comes back with `interrupted=True`.
+    Raises FloatingPointError naming the iteration if a loss or log-prob turns non-finite.
+    """
+    cfg = config if config is not None else RLHFConfig()
+    if not isinstance(cfg, RLHFConfig):
+        raise ValueError(f"config must be an RLHFConfig, got {type(cfg).__name__}")
+    device = _resolve_device(cfg.device)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+    torch.manual_seed(cfg.seed)
+
+    # ---- models, rewards, prompts --------------------------------------------------------
+    if policy is None:
+        lm, tokenizer = load_policy_and_tokenizer(cfg.model, device)
+    else:
+        if tokenizer is None:
+            raise ValueError("tokenizer is required when a policy is passed")
+        lm = policy.pretrained_model if isinstance(policy, CausalLMWithValueHead) else policy
+        lm.to(device)
+        tokenizer = _prepare_tokenizer(tokenizer)
+    if ref_model is None:
+        ref_model = _reference_copy(lm)
+    ref_model.to(device)
+    if not isinstance(policy, CausalLMWithValueHead):
+        policy = CausalLMWithValueHead(lm)
+        head = Path(str(cfg.model)) / VALUE_HEAD_FILE               # resuming a checkpoint
+        if cfg.model not in ("tiny", "gpt2") and head.is_file():
+            from safetensors.torch import load_file
+
+            policy.v_head.load_state_dict(load_file(str(head)))
+    policy.to(device)
+    policy.eval()                 # dropout off: the ratio must be exactly 1 before a step
+    if reward_fn is None or gold_fn is None:
+        default_rm, default_gold = _default_rewards(cfg, device)
+        reward_fn = reward_fn or default_rm
+        gold_fn = gold_fn or default_gold
+    if prompts is None:
+        from . import text
+
+        prompts = text.build_prompts(n=cfg.n_prompts, seed=cfg.prompt_seed)
+    if len(prompts) < 1:
+        raise ValueError("prompts must not be empty")
+    kl_ctl = make_kl_controller(cfg.beta, cfg.target_kl, cfg.kl_horizon)
+    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr)
+    log = MetricsLog(cfg.log_path)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(1, cfg.steps + 1), desc="RLHF", disable=not cfg.progress, leave=False)
+    interrupted, checkpoint, episodes = False, None, 0
+    try:
+        for it in bar:
+            try:
+                t0 = time.perf_counter()
+                # ---- 1. roll out ---------------------------------------------------------------
+                idx = torch.randperm(len(prompts), generator=gen)[:cfg.batch_size]
+                if len(idx) < cfg.batch_size:              # small pool: draw with replacement
+                    idx = torch.randint(len(prompts), (cfg.batch_size,), generator=gen)
+                batch_prompts = [prompts[i] for i in idx.tolist()]
+                ro = sample_responses(policy, tokenizer, batch_prompts, cfg.response_len,
+                                      cfg.temperature, bf16, min_new_tokens=cfg.min_response_len)
+                t_gen = time.perf_counter()
+                # ---- 2. score: log π_old, V_old, log π_ref, R, gold ----------------------------
+                score_rollout(ro, policy, ref_model, reward_fn, gold_fn, cfg.temperature, bf16)
+                for name, t in (("reward_fn", ro.scores), ("gold_fn", ro.gold)):
+                    if not bool(torch.isfinite(t).all()):
+                        raise FloatingPointError(f"iteration {it}: {name} returned non-finite "
+                                                 f"scores {t[~torch.isfinite(t)][:3].tolist()}")
+                t_score = time.perf_counter()
+                # ---- 3. per-token reward and 4. GAE over tokens --------------------------------
+                beta = kl_ctl.beta
+                mask = ro.mask                                                       # (B, T)
+                rewards, kl, dones = token_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, mask,
+                                                   beta, cfg.kl_estimator)
+                old_values = torch.where(mask, ro.values, torch.zeros_like(ro.values))
+                adv, returns = gae(rewards.T, old_values.T, dones.T,                 # time-major (T, B)
+                                   torch.zeros(len(mask), device=device), cfg.gamma, cfg.lam)
+                adv, returns = adv.T.contiguous(), returns.T.contiguous()            # (B, T)
+                if cfg.whiten_advantages:
+                    adv = masked_whiten(adv, mask)
+                # ---- 5. epochs × minibatches ---------------------------------------------------
+                stats_acc: dict[str, list[float]] = {}
+                stop = False
+                for epoch in range(cfg.ppo_epochs):
+                    perm = torch.randperm(cfg.batch_size, generator=gen).to(device)
+                    for start in range(0, cfg.batch_size, cfg.minibatch_size):
+                        mb = perm[start:start + cfg.minibatch_size]
+                        new = sequence_logprobs(policy, ro.input_ids[mb], ro.attention_mask[mb],
+                                                ro.n_prompt, cfg.temperature, bf16,
+                                                with_values=True, with_entropy=True)
+                        loss, st = ppo_objective(
+                            new["logp"], ro.logprobs[mb], adv[mb], cfg.clip_eps, mask=mask[mb],
+                            ref_logp=ro.ref_logprobs[mb], beta=0.0, kl_kind="k3",
+                            values=new["values"], old_values=old_values[mb], returns=returns[mb],
+                            value_clip_eps=cfg.value_clip_eps, vf_coef=cfg.vf_coef,
+                            entropy=new["entropy"], ent_coef=cfg.ent_coef)
+                        if not torch.isfinite(loss):
+                            raise FloatingPointError(f"iteration {it}, epoch {epoch}: the PPO loss "
+                                                     f"is {float(loss)}")
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                        if not torch.isfinite(grad_norm):
+                            raise FloatingPointError(f"iteration {it}, epoch {epoch}: gradient norm "
+                                                     f"is {float(grad_norm)}")
+                        optimizer.step()
+                        st["grad_norm"] = float(grad_norm)
+                        for k, v in st.items():
+                            stats_acc.setdefault(k, []).append(float(v))
+                        if cfg.early_stop_kl is not None and st["approx_kl"] > cfg.early_stop_kl:
+                            stop = True
+                            break
+                    if stop:
+                        break
+                t_update = time.perf_counter()
+                # ---- 6. adapt β and log ---------------------------------------------------------
+                seq_kl = kl.sum(dim=1)                                               # (B,)
+                kl_ctl.update(float(seq_kl.mean()), cfg.batch_size)
+                episodes += cfg.batch_size
+                n_tokens = int(mask.sum())
+                mean = {k: sum(v) / len(v) for k, v in stats_acc.items()}
+                ev_var = torch.var(returns[mask])
+                explained = float(1 - torch.var(returns[mask] - old_values[mask]) / ev_var) \
+                    if float(ev_var) > 0 else float("nan")
+                dt = t_update - t0
+                record = {
+                    "iteration": it,
+                    "episodes": episodes,
+                    "objective/kl": float(seq_kl.mean()),
+                    "objective/kl_per_token": float(masked_mean(kl, mask)),
+                    "objective/beta": beta,
+                    "objective/proxy_reward": float(ro.scores.mean()),
+                    "objective/gold_reward": float(ro.gold.mean()),
+                    "objective/rlhf_reward": float((ro.scores - beta * seq_kl).mean()),
+                    "losses/policy_loss": mean["policy_loss"],
+                    "losses/value_loss": mean.get("value_loss", 0.0),
+                    "losses/entropy": mean["entropy"],
+                    "losses/approx_kl": mean["approx_kl"],
+                    "losses/approx_kl_k3": mean["approx_kl_k3"],
+                    "losses/clipfrac": mean["clipfrac"],
+                    "losses/value_clipfrac": mean.get("value_clipfrac", 0.0),
+                    "losses/kl_ref": mean["kl_ref"],
+                    "losses/ratio_max": max(stats_acc["ratio_max"]),
+                    "losses/grad_norm": mean["grad_norm"],
+                    "losses/explained_variance": explained,
+                    "charts/response_length": n_tokens / cfg.batch_size,
+                    "charts/gradient_steps": len(stats_acc["loss"]),
+                    "perf/generate_s": t_gen - t0,
+                    "perf/score_s": t_score - t_gen,
+                    "perf/update_s": t_update - t_score,
+                    "perf/iteration_s": dt,
+                    "perf/episodes_per_second": cfg.batch_size / dt,
+                    "perf/tokens_per_second": n_tokens / dt,
+                    "perf/steps_per_second": n_tokens / dt,              # a step = a token here
+                    "samples": [{"prompt": ro.prompts[i], "response": ro.responses[i],
+                                 "proxy": float(ro.scores[i]), "gold": float(ro.gold[i])}
+                                for i in range(min(cfg.n_samples, cfg.batch_size))],
+                }
+                log.write(record)
+                bar.set_postfix(gold=f"{record['objective/gold_reward']:+.2f}",
+                                proxy=f"{record['objective/proxy_reward']:+.2f}",
+                                kl=f"{record['objective/kl']:.2f}")
+                if callback is not None:
+                    callback(record)
+                if cfg.save_path and cfg.save_every and it % cfg.save_every == 0:
+                    checkpoint = save_policy(policy, tokenizer, cfg.save_path, cfg,
+                                             {"iteration": it, "beta": kl_ctl.beta})
+            except ValueError as e:                      # a NaN caught by a shape/finite check
+                if _nonfinite(e):
+                    raise FloatingPointError(f"iteration {it}: {e}") from e
+                raise
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        log.close()
+    if cfg.save_path and log.records:
+        checkpoint = save_policy(policy, tokenizer, cfg.save_path, cfg,
+                                 {"iteration": log.records[-1]["iteration"], "beta": kl_ctl.beta,
+                                  "interrupted": interrupted})
+    return RLHFResult(log.records, policy, ref_model, tokenizer, cfg, interrupted, checkpoint)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+_FLAG_HELP = {
+    "model": "policy to start from: tiny (course GPT-2), gpt2 (124M; offline: the 124M "
+             "architecture) or a local save_pretrained folder",
+    "reward_bias": "reward model to optimise: none (unbiased annotators) or exclamation "
+                   "(annotators who like '!': a proxy the policy can hack)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m ppo_core rlhf` parser: one flag per `RLHFConfig` field."""
+    p = argparse.ArgumentParser(
+        prog="python -m ppo_core rlhf",
+        description="RLHF with token-level PPO: sample responses to review prompts, score them "
+                    "with a reward model learned from simulated preferences, and optimise the "
+                    "KL-penalised reward. Logs one JSON line per iteration.")
+    p.add_argument("--model", default="tiny", help=_FLAG_HELP["model"] + " (default: tiny)")
+    p.add_argument("--reward-bias", default="none", choices=["none", "exclamation"],
+                   help=_FLAG_HELP["reward_bias"] + " (default: none)")
+    p.add_argument("--beta", type=float, default=0.05,
+                   help="β, KL coefficient in the per-token reward (default: 0.05)")
+    p.add_argument("--target-kl", type=float, default=None,
+                   help="adaptive β: target KL per sequence in nats (default: fixed β)")
+    p.add_argument("--clip-eps", type=float, default=0.2,
+                   help="ε, clip range of the probability ratio (default: 0.2)")
+    p.add_argument("--value-clip-eps", type=float, default=0.2,
+                   help="clip range of the value update; 0 turns it off (default: 0.2)")
+    p.add_argument("--steps", type=int, default=20, help="PPO iterations (default: 20)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="prompts (episodes) per iteration (default: 32)")
+    p.add_argument("--minibatch-size", type=int, default=16,
+                   help="episodes per gradient step; must divide --batch-size (default: 16)")
+    p.add_argument("--response-len", type=int, default=16,
+                   help="maximum generated tokens per response (default: 16)")
+    p.add_argument("--epochs", type=int, default=2,
+                   help="PPO epochs over each batch of rollouts (default: 2)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
+    p.add_argument("--vf-coef", type=float, default=0.1, help="value-loss weight (default: 0.1)")
+    p.add_argument("--ent-coef", type=float, default=0.0, help="entropy bonus (default: 0)")
+    p.add_argument("--lam", type=float, default=0.95, help="GAE λ over tokens (default: 0.95)")
+    p.add_argument("--gamma", type=float, default=1.0, help="discount γ over tokens (default: 1)")
+    p.add_argument("--kl-estimator", default="k1", choices=["k1", "k2", "k3"],
+                   help="per-token KL estimate in the reward (default: k1)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature (default: 1)")
+    p.add_argument("--early-stop-kl", type=float, default=None,
+                   help="stop an iteration's epochs once approx_kl exceeds this (default: off)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast (default: auto = on for CUDA only)")
+    p.add_argument("--log", default=None, help="JSONL metrics log path (default: none)")
+    p.add_argument("--save", default=None,
+                   help="checkpoint folder: policy, value head, tokenizer (default: none)")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="also checkpoint every N iterations (default: only at the end)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest for the tiny "
+                        "model on a busy 2-core machine)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RLHFConfig:
+    return RLHFConfig(
+        model=args.model, reward_bias=None if args.reward_bias == "none" else args.reward_bias,
+        steps=args.steps, batch_size=args.batch_size, response_len=args.response_len,
+        ppo_epochs=args.epochs, minibatch_size=args.minibatch_size, lr=args.lr,
+        clip_eps=args.clip_eps, value_clip_eps=args.value_clip_eps or None,
+        vf_coef=args.vf_coef, ent_coef=args.ent_coef, beta=args.beta, target_kl=args.target_kl,
+        kl_estimator=args.kl_estimator, gamma=args.gamma, lam=args.lam,
+        temperature=args.temperature, early_stop_kl=args.early_stop_kl, seed=args.seed,
+        device=args.device, bf16={"auto": None, "on": True, "off": False}[args.bf16],
+        log_path=args.log, save_path=args.save, save_every=args.save_every,
+        progress=not args.no_progress)
+
+
+def cli_main(argv=None) -> int:
+    """`python -m ppo_core rlhf ...`: train, print one summary line per iteration."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+    def show(r):
+        print(f"iter {r['iteration']:4d}  gold {r['objective/gold_reward']:+.3f}  "
+              f"proxy {r['objective/proxy_reward']:+.3f}  kl {r['objective/kl']:.3f}  "
+              f"beta {r['objective/beta']:.3f}  clipfrac {r['losses/clipfrac']:.3f}  "
+              f"{r['perf/iteration_s']:.2f}s", flush=True)
+
+    result = train(cfg, callback=show)
+    if result.interrupted:
+        print("interrupted: the log and the last checkpoint are kept")
+    if result.records:
+        s = result.records[-1]["samples"]
+        if s:
+            print(f"sample: {s[0]['prompt']}|{s[0]['response']}")
+    if result.checkpoint is not None:
+        print(f"saved {result.checkpoint}")
+    return 130 if result.interrupted else 0

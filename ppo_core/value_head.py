@@ -1,0 +1,182 @@
+"""A value head on a causal language model (introduced in chapter 04, trained in chapter 05).
+
+In token-level PPO every generated token is an action and every prefix is a state. The
+critic V(s_t) is a linear layer on the transformer's last hidden state at the position
+that *precedes* token t, so the policy and the critic share one backbone:
+
+    h_t   = backbone(x_{≤t})[t]          (B, T, H)  last hidden state (after the final norm)
+    V_t   = w · h_t + b                  (B, T)     in float32, whatever the backbone's dtype
+    π(·|x_{≤t}) = softmax(lm_head(h_t))  (B, T, V)
+
+Alignment, spelled out: the logits and the value at position t belong to the state
+x_{≤t} and score the token at position t+1 (see `ppo_core.rlhf.response_logprobs`).
+
+`CausalLMWithValueHead` wraps *any* `AutoModelForCausalLM` (GPT-2, Llama, GPT-NeoX, ...):
+it asks the model for `output_hidden_states` and reads the last one, instead of reaching
+into GPT-2's internals. Checkpoints are the model's own `save_pretrained` folder plus
+`value_head.safetensors` beside it.
+
+Shapes: B batch, T tokens, H hidden size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["ValueHead", "CausalLMWithValueHead", "position_ids_from_mask", "hidden_size_of"]
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for a left-padded batch: the first real token gets position 0.
+
+        pos[b, t] = (Σ_{s≤t} mask[b, s]) − 1,  and 0 on padding (any value there is masked)
+
+    Args: attention_mask `(B, T)` of 0/1.
+    Returns: `(B, T)` long tensor.
+    """
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be a (B, T) tensor, got "
+                         f"{type(attention_mask).__name__} of shape "
+                         f"{tuple(getattr(attention_mask, 'shape', ()))}")
+    mask = attention_mask.long()
+    pos = mask.cumsum(dim=-1) - 1
+    return pos.clamp(min=0).masked_fill(mask == 0, 0)
+
+
+def hidden_size_of(config) -> int:
+    """The hidden width of a transformers config (`hidden_size`, or GPT-2's `n_embd`)."""
+    for name in ("hidden_size", "n_embd", "d_model", "dim"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    text_config = getattr(config, "get_text_config", None)
+    if callable(text_config) and text_config() is not config:
+        return hidden_size_of(text_config())
+    raise ValueError(f"cannot find the hidden size in config of type {type(config).__name__}")
+
+
+class ValueHead(nn.Module):
+    """V(s_t) = w · h_t + b, one scalar per token, computed in float32.
+
+    The weights start small (std 1/sqrt(H+1)) and the bias at zero, so the first values are
+    of order one at most: a critic that knows nothing should not inject large baselines.
+
+    Args:
+        hidden_size: H, the width of the backbone's last hidden state.
+        dropout: dropout on h_t before the projection (0 by default: PPO wants deterministic
+            values for the old/new comparison).
+    """
+
+    def __init__(self, hidden_size: int, dropout: float = 0.0):
+        super().__init__()
+        if not isinstance(hidden_size, int) or hidden_size <= 0:
+            raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
+        self.dropout = nn.Dropout(dropout)
+        self.summary = nn.Linear(hidden_size, 1, dtype=torch.float32)
+        nn.init.normal_(self.summary.weight, std=1.0 / (hidden_size + 1) ** 0.5)
+        nn.init.zeros_(self.summary.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden `(B, T, H)` in any dtype → values `(B, T)` in float32."""
+        if hidden.dim() != 3:
+            raise ValueError(f"hidden must be (B, T, H), got shape {tuple(hidden.shape)}")
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return self.summary(self.dropout(hidden.float())).squeeze(-1)
+
+
+class CausalLMWithValueHead(nn.Module):
+    """Any causal LM plus a `ValueHead`: one forward pass gives logits and values.
+
+    Attributes:
+        pretrained_model: the wrapped `PreTrainedModel` (its `generate` is used for sampling).
+        v_head: the `ValueHead`.
+
+    `forward(input_ids, attention_mask, position_ids=None)` returns `(logits, values)`:
+    logits `(B, T, V)` (the model's dtype), values `(B, T)` float32. Position ids default to
+    those of the attention mask, so left-padded batches score exactly as unpadded ones.
+    """
+
+    def __init__(self, pretrained_model: nn.Module, dropout: float = 0.0):
+        super().__init__()
+        if not hasattr(pretrained_model, "config"):
+            raise ValueError("pretrained_model must be a transformers model with a .config, got "
+                             f"{type(pretrained_model).__name__}")
+        self.pretrained_model = pretrained_model
+        self.v_head = ValueHead(hidden_size_of(pretrained_model.config), dropout=dropout)
+        p = next(pretrained_model.parameters())
+        self.v_head.to(device=p.device)
+
+    # -- construction and checkpoints ------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path, device=None, dtype=None, **kwargs):
+        """Load `AutoModelForCausalLM.from_pretrained(name_or_path)` and, if the folder holds
+        `value_head.safetensors`, the value head saved with it (else a fresh head)."""
+        from transformers import AutoModelForCausalLM
+
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
+        if device is not None:
+            model.to(device)
+        wrapped = cls(model)
+        head = Path(str(name_or_path)) / VALUE_HEAD_FILE
+        if head.is_file():
+            from safetensors.torch import load_file
+
+            wrapped.v_head.load_state_dict(load_file(str(head), device=str(wrapped.device)))
+        return wrapped
+
+    def save_pretrained(self, path) -> Path:
+        """Write the model (`save_pretrained`, safetensors) and `value_head.safetensors`."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.pretrained_model.save_pretrained(str(path), safe_serialization=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.v_head.state_dict().items()}
+        save_file(state, str(path / VALUE_HEAD_FILE))
+        (path / "value_head.json").write_text(json.dumps(
+            {"hidden_size": self.v_head.summary.in_features}))
+        return path
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.pretrained_model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.pretrained_model.parameters()).device
+
+    def generate(self, *args, **kwargs):
+        """The wrapped model's `generate` (KV-cache sampling)."""
+        return self.pretrained_model.generate(*args, **kwargs)
+
+    # -- the forward pass --------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, return_values: bool = True):
+        """Logits `(B, T, V)` and values `(B, T)` (float32) for a (left-padded) batch.
+
+        The values come from the last entry of `hidden_states`, which for every
+        transformers causal LM is the output of the final layer norm, i.e. the same
+        tensor the LM head reads.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            position_ids = position_ids_from_mask(attention_mask)
+        out = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask,
+                                    position_ids=position_ids, use_cache=False,
+                                    output_hidden_states=return_values)
+        if not return_values:
+            return out.logits, None
+        hidden = out.hidden_states[-1]                                   # (B, T, H)
+        return out.logits, self.v_head(hidden)                           # (B, T, V), (B, T)

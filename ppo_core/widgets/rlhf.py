@@ -1,0 +1,189 @@
+"""The β/ε lab of chapter 05: sliders for the KL coefficient β and the clip range ε, a Run
+button that trains the tiny GPT-2 with token-level PPO for a few iterations, and curves
+of proxy reward, gold reward, KL to the reference and entropy, one colour per run, with
+the last run's samples underneath.
+
+Every run starts from the same pre-trained weights, so runs with different settings are
+comparable. The lab is drivable without a browser (tests and nbval): set the sliders'
+`.value`, call `lab.run()`, read `lab.last_records` and `lab.figure`.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+
+import matplotlib.pyplot as plt
+
+from .. import fast_mode
+from ..rlhf import RLHFConfig, train
+
+__all__ = ["RLHFLab", "rlhf_lab", "plot_rlhf_runs"]
+
+_PANELS = [("objective/proxy_reward", "proxy reward (reward model)"),
+           ("objective/gold_reward", "gold reward (VADER)"),
+           ("objective/kl", "KL(π‖π_ref) per sequence [nats]"),
+           ("losses/entropy", "entropy per token [nats]")]
+
+
+def plot_rlhf_runs(runs: dict, axes=None, title: str = "", log_kl: bool = False):
+    """Proxy reward, gold reward, KL and entropy per iteration for several runs.
+
+    Args: runs {label: records}; axes four matplotlib axes (None: a new 1×4 figure);
+        log_kl: symmetric-log scale on the KL panel (runs whose KL differs 100-fold).
+    Returns: the figure.
+    """
+    if axes is None:
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3.0), constrained_layout=True)
+    else:
+        fig = axes[0].figure
+    for ax, (key, label) in zip(axes, _PANELS):
+        ax.clear()
+        for i, (name, records) in enumerate(runs.items()):
+            x = [r["iteration"] for r in records]
+            y = [float(r[key]) for r in records]
+            ax.plot(x, y, marker="o", ms=3, color=f"C{i % 10}", label=name)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("PPO iteration")
+        ax.grid(alpha=0.3)
+        if log_kl and key == "objective/kl":
+            ax.set_yscale("symlog", linthresh=1.0)
+        else:
+            ax.ticklabel_format(axis="y", useOffset=False)
+    if runs:
+        axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+class RLHFLab:
+    """β and ε sliders + Run, over the tiny GPT-2 and the (unbiased or biased) reward model.
+
+    Attributes:
+        beta, clip_eps: the `FloatSlider`s; reward: a `Dropdown` (unbiased / exclamation).
+        run_button, clear_button: the buttons; output: where the figure is drawn.
+        runs: {label: records} of every run so far; last_records: the newest run's records.
+        figure: the matplotlib figure (1×4 axes).
+        widget: the `VBox` to display.
+
+    Args:
+        steps, batch_size, response_len, ppo_epochs: the size of each run (small: a run takes
+            about 10–20 s on two CPU cores with the defaults in fast mode).
+        device: "cpu" by default (the tiny model is faster there than moving it around).
+        reward_fn: texts → `(B,)` proxy reward used instead of the reward models (tests).
+    """
+
+    def __init__(self, steps: int | None = None, batch_size: int = 16, response_len: int = 12,
+                 ppo_epochs: int = 2, lr: float = 3e-4, device: str = "cpu", seed: int = 0,
+                 reward_fn=None):
+        import ipywidgets as W
+
+        from .. import reward, text
+
+        self.steps = steps if steps is not None else (6 if fast_mode() else 10)
+        self.batch_size, self.response_len, self.ppo_epochs = batch_size, response_len, ppo_epochs
+        self.lr, self.device, self.seed = lr, device, seed
+        self._base, self.tokenizer = text.load_policy("tiny", device=device)
+        self._prompts = text.build_prompts(n=256, seed=1)
+        self._gold = reward.gold_score
+        self._reward_models: dict = {}
+        self._reward_override = reward_fn
+        self._reward = reward
+        self.runs: dict[str, list[dict]] = {}
+        self.last_records: list[dict] = []
+        self.last_result = None
+
+        self.beta = W.FloatSlider(value=0.05, min=0.0, max=1.0, step=0.01, description="β (KL)",
+                                  continuous_update=False, readout_format=".2f")
+        self.clip_eps = W.FloatSlider(value=0.2, min=0.05, max=1.0, step=0.05,
+                                      description="ε (clip)", continuous_update=False,
+                                      readout_format=".2f")
+        self.reward = W.Dropdown(options=[("unbiased reward model", "none"),
+                                          ("reward model that likes '!'", "exclamation")],
+                                 value="none", description="reward")
+        self.run_button = W.Button(description="Run", button_style="primary", icon="play")
+        self.clear_button = W.Button(description="Clear")
+        self.status = W.HTML("Pick β and ε, then press Run (each run ≈ 10–20 s).")
+        self.output = W.Output()
+        self.samples = W.HTML()
+        self.run_button.on_click(lambda _: self.run())
+        self.clear_button.on_click(lambda _: self.clear())
+        with plt.ioff():
+            self.figure, self.axes = plt.subplots(1, 4, figsize=(13, 3.0), constrained_layout=True)
+        self.widget = W.VBox([W.HBox([self.beta, self.clip_eps, self.reward]),
+                              W.HBox([self.run_button, self.clear_button, self.status]),
+                              self.output, self.samples])
+        self._redraw()
+
+    def _reward_fn(self, bias):
+        if self._reward_override is not None:
+            return self._reward_override
+        if bias not in self._reward_models:
+            self._reward_models[bias] = self._reward.load_reward_model(bias=bias, device=self.device)
+        return self._reward_models[bias].score
+
+    def run(self, beta: float | None = None, clip_eps: float | None = None) -> list[dict]:
+        """Train from the pre-trained weights with the sliders' β and ε (or those given,
+        which also move the sliders); add the run to the plot; return its records."""
+        if beta is not None:
+            self.beta.value = beta
+        if clip_eps is not None:
+            self.clip_eps.value = clip_eps
+        b, eps = float(self.beta.value), float(self.clip_eps.value)
+        bias = None if self.reward.value == "none" else self.reward.value
+        label = f"β={b:.2f} ε={eps:.2f}" + (" (RM likes '!')" if bias else "")
+        self.status.value = f"training {label} ..."
+        self.run_button.disabled = True
+        try:
+            cfg = RLHFConfig(steps=self.steps, batch_size=self.batch_size,
+                             minibatch_size=max(1, self.batch_size // 2),
+                             response_len=self.response_len, ppo_epochs=self.ppo_epochs,
+                             lr=self.lr, beta=b, clip_eps=eps, reward_bias=bias,
+                             device=self.device, seed=self.seed, progress=False)
+            result = train(cfg, policy=copy.deepcopy(self._base), tokenizer=self.tokenizer,
+                           ref_model=self._base, reward_fn=self._reward_fn(bias),
+                           gold_fn=self._gold, prompts=self._prompts)
+        finally:
+            self.run_button.disabled = False
+        self.last_result = result
+        self.last_records = result.records
+        name, k = label, 2
+        while name in self.runs:
+            name, k = f"{label} #{k}", k + 1
+        self.runs[name] = result.records
+        last = result.records[-1]
+        self.status.value = (f"{name}: gold {last['objective/gold_reward']:+.2f}, proxy "
+                             f"{last['objective/proxy_reward']:+.2f}, KL {last['objective/kl']:.2f}")
+        self.samples.value = "<b>last iteration's samples</b><br>" + "<br>".join(
+            f"<i>{html.escape(s['prompt'])}</i>{html.escape(s['response'])} "
+            f"(proxy {s['proxy']:+.2f}, gold {s['gold']:+.2f})" for s in last["samples"])
+        self._redraw()
+        return result.records
+
+    def clear(self) -> None:
+        """Forget every run."""
+        self.runs.clear()
+        self.last_records = []
+        self.samples.value = ""
+        self._redraw()
+
+    def _redraw(self) -> None:
+        from IPython.display import display
+
+        plot_rlhf_runs(self.runs, self.axes)
+        self.figure.canvas.draw_idle()
+        self.output.clear_output(wait=True)
+        with self.output:
+            display(self.figure)
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def rlhf_lab(**kwargs) -> RLHFLab:
+    """The chapter-05 lab: `lab = rlhf_lab(); lab` shows sliders, Run and the curves.
+    Keyword arguments go to `RLHFLab`."""
+    return RLHFLab(**kwargs)

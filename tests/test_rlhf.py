@@ -1,0 +1,304 @@
+"""Token-level PPO (ppo_core.rlhf): alignment, padding, masks, rewards, and short real runs.
+
+Everything runs offline (HF_HUB_OFFLINE=1) on the course's tiny GPT-2; the last tests run
+three RLHF iterations of it and two iterations of the 124M GPT-2 shape at batch 4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from ppo_core import rlhf  # noqa: E402
+from ppo_core.advantages import gae  # noqa: E402
+from ppo_core.rlhf import (RLHFConfig, response_mask, sample_responses,  # noqa: E402
+                           sequence_logprobs, token_rewards)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: these models are small, and on a shared 2-core machine two threads
+    contend with every other process (5x slower for the 124M shape under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from ppo_core import text
+
+    torch.manual_seed(0)
+    model, tok = text.load_policy("tiny", device="cpu")
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    from ppo_core import text
+
+    return text.build_prompts(n=32, seed=1)
+
+
+def _gold(texts):
+    from ppo_core import reward
+
+    return reward.gold_score(texts)
+
+
+# ---- masks and rewards: hand-computed tables ---------------------------------------------------
+
+def test_response_mask_keeps_the_first_eos_only():
+    eos = 0
+    ids = torch.tensor([[5, 6, 0, 0, 0],      # EOS at t=2: kept, the padding after it is not
+                        [5, 6, 7, 8, 9],      # no EOS: all kept (truncated at T)
+                        [0, 0, 0, 0, 0],      # EOS first: one token
+                        [5, 0, 7, 0, 9]])     # tokens after the first EOS never count
+    expected = torch.tensor([[1, 1, 1, 0, 0],
+                             [1, 1, 1, 1, 1],
+                             [1, 0, 0, 0, 0],
+                             [1, 1, 0, 0, 0]], dtype=torch.bool)
+    assert torch.equal(response_mask(ids, eos), expected)
+    with pytest.raises(ValueError, match="response_ids"):
+        response_mask(torch.zeros(3, dtype=torch.long), eos)
+
+
+def test_token_rewards_table():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    logp = torch.tensor([[-1.0, -2.0, -0.5, -9.0], [-1.0, -1.0, -1.0, -1.0]])
+    ref = torch.tensor([[-1.5, -1.0, -0.5, -0.1], [-1.0, -2.0, -1.0, -0.5]])
+    scores = torch.tensor([2.0, -1.0])
+    r, kl, dones = token_rewards(scores, logp, ref, mask, beta=0.1)
+    # k1 = logp − ref; r = −β·k1, plus the score on the last response token; 0 off the mask
+    assert torch.allclose(kl, torch.tensor([[0.5, -1.0, 0.0, 0.0], [0.0, 1.0, 0.0, -0.5]]))
+    assert torch.allclose(r, torch.tensor([[-0.05, 0.1, 2.0, 0.0], [0.0, -0.1, 0.0, -1.0 + 0.05]]))
+    assert torch.equal(dones, torch.tensor([[0., 0., 1., 0.], [0., 0., 0., 1.]]))
+    # GAE with γ = 1, λ = 0.95 and zero values: advantages are λ-discounted reward sums that
+    # stop at the episode's last token and are zero after it
+    adv, _ = gae(r.T, torch.zeros(4, 2), dones.T, torch.zeros(2), gamma=1.0, lam=0.95)
+    adv = adv.T
+    assert adv[0, 3] == 0.0
+    assert torch.isclose(adv[0, 2], torch.tensor(2.0))
+    assert torch.isclose(adv[0, 0], torch.tensor(-0.05 + 0.95 * (0.1 + 0.95 * 2.0)))
+
+
+# ---- the tiny GPT-2: alignment, padding, KL at the start ---------------------------------------
+
+def test_left_padding_invariance_of_logprobs(tiny):
+    model, tok = tiny
+    texts = ["The battery life is great", "I bought this blender for my mom and it broke",
+             "Terrible product, avoid"]
+    enc_batch = tok(texts, return_tensors="pt", padding=True)
+    assert tok.padding_side == "left" and (enc_batch["attention_mask"] == 0).any()
+    with torch.no_grad():
+        batch = sequence_logprobs(model, enc_batch["input_ids"], enc_batch["attention_mask"], 1)["logp"]
+        worst = 0.0
+        for i, t in enumerate(texts):
+            enc = tok(t, return_tensors="pt")
+            alone = sequence_logprobs(model, enc["input_ids"], enc["attention_mask"], 1)["logp"][0]
+            n = alone.shape[0]
+            worst = max(worst, float((batch[i, -n:] - alone).abs().max()))
+    assert worst < 1e-5, worst
+
+
+def test_recomputed_logprobs_equal_sampling_logprobs(tiny, prompts):
+    model, tok = tiny
+    torch.manual_seed(1)
+    ro = sample_responses(model, tok, prompts[:8], max_new_tokens=12, return_sampling_logprobs=True)
+    assert ro.attention_mask[:, :ro.n_prompt].eq(0).any()                  # prompts were padded
+    with torch.no_grad():
+        lp = sequence_logprobs(model, ro.input_ids, ro.attention_mask, ro.n_prompt)["logp"]
+    diff = (lp - ro.sampling_logprobs)[ro.mask].abs().max()
+    assert float(diff) < 1e-4, float(diff)
+    # decoded responses stop at the first EOS
+    assert all("<|endoftext|>" not in r for r in ro.responses)
+
+
+def test_kl_is_exactly_zero_before_the_first_update(tiny, prompts):
+    model, tok = tiny
+    policy = rlhf.CausalLMWithValueHead(model)
+    ref = rlhf._reference_copy(model)
+    torch.manual_seed(2)
+    ro = sample_responses(policy, tok, prompts[:8], max_new_tokens=10)
+    rlhf.score_rollout(ro, policy, ref, _gold, None)
+    assert torch.equal(ro.logprobs, ro.ref_logprobs)
+    _, kl, _ = token_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, beta=0.2)
+    assert float(kl.abs().max()) == 0.0
+
+
+def test_per_token_kl_has_one_entry_per_response_token(tiny):
+    model, tok = tiny
+    tokens, kl = rlhf.per_token_kl(model, model, tok, "The battery life", " is great.")
+    assert len(tokens) == kl.shape[0] >= 2 and float(kl.abs().max()) == 0.0
+
+
+# ---- real runs -------------------------------------------------------------------------------
+
+def test_three_iteration_run_logs_and_checkpoints(tiny, prompts, tmp_path):
+    model, tok = tiny
+    import copy
+
+    policy = copy.deepcopy(model)
+    cfg = RLHFConfig(steps=3, batch_size=8, minibatch_size=4, response_len=10, ppo_epochs=2,
+                     beta=0.05, lr=1e-4, log_path=str(tmp_path / "log.jsonl"),
+                     save_path=str(tmp_path / "ckpt"), progress=False, device="cpu")
+    res = rlhf.train(cfg, policy=policy, tokenizer=tok, reward_fn=_gold, gold_fn=_gold,
+                     prompts=prompts)
+    assert len(res.records) == 3 and not res.interrupted
+    first = res.records[0]
+    assert first["objective/kl"] == 0.0                      # π = π_ref before any update
+    for key in ("objective/kl", "objective/beta", "objective/proxy_reward",
+                "objective/gold_reward", "losses/entropy", "losses/clipfrac", "losses/approx_kl",
+                "losses/policy_loss", "losses/value_loss", "perf/episodes_per_second",
+                "perf/tokens_per_second", "perf/generate_s", "perf/update_s"):
+        assert all(isinstance(r[key], float) for r in res.records), key
+    assert res.records[-1]["objective/kl"] != 0.0            # the policy moved
+    assert len(first["samples"]) == 3 and isinstance(first["samples"][0]["response"], str)
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [1, 2, 3]
+    ckpt = tmp_path / "ckpt"
+    assert (ckpt / "model.safetensors").is_file() and (ckpt / "value_head.safetensors").is_file()
+    loaded = rlhf.CausalLMWithValueHead.from_pretrained(ckpt)
+    ids = tok(["The price"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        a, va = res.policy(ids)
+        b, vb = loaded(ids)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(va, vb)
+    # --model PATH resumes from the checkpoint, value head included (marked with bias 5)
+    from safetensors.torch import load_file, save_file
+
+    head = load_file(str(ckpt / "value_head.safetensors"))
+    save_file({**head, "summary.bias": torch.tensor([5.0])}, str(ckpt / "value_head.safetensors"))
+    again = rlhf.train(RLHFConfig(model=str(ckpt), steps=1, batch_size=4, minibatch_size=4,
+                                  response_len=4, ppo_epochs=1, progress=False, device="cpu"),
+                       reward_fn=_gold, gold_fn=_gold, prompts=prompts)
+    assert torch.equal(again.ref_model.transformer.wte.weight, res.policy.pretrained_model.transformer.wte.weight)
+    assert abs(float(again.policy.v_head.summary.bias.detach()) - 5.0) < 0.1
+
+
+def test_keyboard_interrupt_keeps_log_and_checkpoint(tiny, prompts, tmp_path):
+    model, tok = tiny
+    import copy
+
+    def stop_after_two(record):
+        if record["iteration"] == 2:
+            raise KeyboardInterrupt
+
+    cfg = RLHFConfig(steps=5, batch_size=4, minibatch_size=4, response_len=6, ppo_epochs=1,
+                     log_path=str(tmp_path / "log.jsonl"), save_path=str(tmp_path / "ckpt"),
+                     progress=False, device="cpu")
+    res = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=_gold,
+                     gold_fn=_gold, prompts=prompts, callback=stop_after_two)
+    assert res.interrupted and len(res.records) == 2
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
+    meta = json.loads((tmp_path / "ckpt" / "rlhf_config.json").read_text())
+    assert meta["state"]["iteration"] == 2 and meta["state"]["interrupted"] is True
+
+
+def test_non_finite_reward_names_the_iteration(tiny, prompts):
+    model, tok = tiny
+    import copy
+
+    calls = {"n": 0}
+
+    def flaky(texts):
+        calls["n"] += 1
+        scores = torch.zeros(len(texts))
+        if calls["n"] == 2:
+            scores[0] = float("nan")
+        return scores
+
+    cfg = RLHFConfig(steps=3, batch_size=4, minibatch_size=4, response_len=4, ppo_epochs=1,
+                     progress=False, device="cpu")
+    with pytest.raises(FloatingPointError, match="iteration 2"):
+        rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=flaky,
+                   gold_fn=_gold, prompts=prompts)
+
+
+def test_gpt2_small_shape_two_iterations_at_batch_4(prompts):
+    """The `--model gpt2` path offline: the 124M architecture (random weights on CPU)."""
+    torch.manual_seed(0)
+    lm, tok = rlhf.load_policy_and_tokenizer("gpt2", device="cpu")
+    assert lm.config.n_layer == 12 and lm.config.n_embd == 768 and lm.config.n_head == 12
+    cfg = RLHFConfig(model="gpt2", steps=2, batch_size=4, minibatch_size=4, response_len=6,
+                     ppo_epochs=1, progress=False, device="cpu")
+    res = rlhf.train(cfg, policy=lm, tokenizer=tok, reward_fn=_gold, gold_fn=_gold,
+                     prompts=prompts)
+    assert len(res.records) == 2
+    assert res.records[0]["objective/kl"] == 0.0
+    assert all(torch.isfinite(torch.tensor(r["losses/policy_loss"])) for r in res.records)
+
+
+# ---- configuration and command line -------------------------------------------------------------
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="minibatch_size"):
+        RLHFConfig(batch_size=8, minibatch_size=3)
+    with pytest.raises(ValueError, match="beta"):
+        RLHFConfig(beta=-1.0)
+    with pytest.raises(ValueError, match="clip_eps"):
+        RLHFConfig(clip_eps=0.0)
+    with pytest.raises(ValueError, match="reward_bias"):
+        RLHFConfig(reward_bias="emoji")
+
+
+def test_cli_help_documents_every_flag():
+    parser = rlhf.build_parser()
+    for action in parser._actions:
+        assert action.help and len(action.help) > 5, action.option_strings
+    for flag in ("--model", "--beta", "--clip-eps", "--steps", "--log", "--save"):
+        assert flag in parser.format_help()
+    out = subprocess.run([sys.executable, "-m", "ppo_core", "rlhf", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert out.returncode == 0 and "--clip-eps" in out.stdout and "--target-kl" in out.stdout
+    cfg = rlhf.config_from_args(parser.parse_args(["--beta", "0.2", "--clip-eps", "0.1",
+                                                   "--steps", "3", "--reward-bias", "exclamation"]))
+    assert (cfg.beta, cfg.clip_eps, cfg.steps, cfg.reward_bias) == (0.2, 0.1, 3, "exclamation")
+
+
+def test_rlhf_lab_runs_headless(tiny):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ppo_core.widgets import rlhf_lab
+
+    lab = rlhf_lab(steps=2, batch_size=4, response_len=6, ppo_epochs=1, reward_fn=_gold)
+    lab.beta.value, lab.clip_eps.value = 0.3, 0.1
+    records = lab.run()
+    assert records is lab.last_records and len(records) == 2
+    assert records[0]["objective/beta"] == 0.3
+    lab.run(beta=0.0, clip_eps=0.5)
+    assert lab.beta.value == 0.0 and len(lab.runs) == 2
+    lines = lab.figure.axes[1].get_lines()                   # gold reward panel: one per run
+    assert len(lines) == 2 and len(lines[0].get_xdata()) == 2
+    assert "gold" in lab.status.value and "proxy" in lab.samples.value
+    lab.clear()
+    assert lab.runs == {} and not lab.figure.axes[0].get_lines()
+
+
+def test_adaptive_beta_moves_towards_the_target(tiny, prompts):
+    model, tok = tiny
+    import copy
+
+    cfg = RLHFConfig(steps=3, batch_size=4, minibatch_size=4, response_len=6, ppo_epochs=2,
+                     lr=1e-3, beta=0.1, target_kl=1e-3, kl_horizon=20, progress=False,
+                     device="cpu")
+    res = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=_gold,
+                     gold_fn=_gold, prompts=prompts)
+    betas = [r["objective/beta"] for r in res.records]
+    # iteration 1 has KL 0 < target: β falls by 20 % × 4/20; later KL > target: β rises
+    assert betas[0] == 0.1 and abs(betas[1] - 0.1 * (1 - 0.2 * 4 / 20)) < 1e-12
+    assert betas[2] > betas[1] or res.records[1]["objective/kl"] <= 1e-3
