@@ -66,7 +66,10 @@ def lab(args) -> int:
     cmd = [py, "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT}"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
-    cmd += list(args) or ["chapters/01_bandits_and_policy_gradients.ipynb"]
+    args = list(args)
+    if not any(not a.startswith("-") for a in args):                  # no notebook named
+        args.append("chapters/01_bandits_and_policy_gradients.ipynb")
+    cmd += args
     print("+", " ".join(map(str, cmd)), flush=True)
     return subprocess.call([str(c) for c in cmd], cwd=ROOT)
 
