@@ -81,8 +81,9 @@ class CartPoleConfig:
     beta: float = _f(0.0, "β, KL-penalty coefficient (0 = no penalty)")
     kl_target: float | None = _f(None, "adapt β towards this KL per update (Ziegler et al.); None = fixed β")
     kl_horizon: float = _f(10_000, "horizon of the adaptive β controller, in samples")
-    kl_reference: str = _f("rollout", "KL penalty against 'rollout' (π_old, the PPO paper's "
-                           "penalty variant) or 'initial' (a frozen copy of the first policy, as in RLHF)",
+    kl_reference: str = _f("rollout", "KL penalty KL(π_θ‖π_ref) against 'rollout' (π_ref = π_old, "
+                           "as in the PPO paper's penalty variant, which writes the reverse direction "
+                           "KL(π_old‖π_θ)) or 'initial' (a frozen copy of the first policy, as in RLHF)",
                            choices=("rollout", "initial"))
     # --- evaluation, logging, checkpoints ----------------------------------------------
     eval_every: int = _f(4096, "greedy evaluation every this many env steps (0 = never)")
@@ -193,6 +194,30 @@ def load_policy(directory) -> tuple[ActorCritic, CartPoleConfig]:
     return model, config
 
 
+def _truncate_log(path, last_iteration: int) -> None:
+    """Keep only the log lines of iterations <= `last_iteration` (those the checkpoint holds).
+
+    A log can run ahead of its checkpoint (interrupted after the last save: the resumed run
+    redoes those iterations) or end in a half-written line (a killed run); appending to it
+    as it is would duplicate iterations or glue a record onto the broken line."""
+    import json
+    import os
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("iteration", 0) <= last_iteration:
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 # --------------------------------------------------------------------------- the trainer
 
 def train(config: CartPoleConfig | None = None, **overrides) -> TrainResult:
@@ -210,8 +235,10 @@ def train(config: CartPoleConfig | None = None, **overrides) -> TrainResult:
       5. adapt β, log one record, evaluate greedily every `eval_every` steps, checkpoint.
 
     Each logged record holds the standard keys (DESIGN.md): `losses/*` averaged over the
-    update's minibatches, `objective/kl` (KL to the penalty's reference, exact over the A
-    actions) and `objective/beta`, `charts/episodic_return` (mean return of the last 20
+    update's minibatches, `objective/kl` (KL(π_θ‖π_ref), exact over the A actions, averaged
+    over the update's minibatches like the losses: against the rollout policy it is 0 at
+    each update's first epoch; the adaptive β controller sees this average) and
+    `objective/beta`, `charts/episodic_return` (mean return of the last 20
     finished training episodes, sampled actions), `perf/steps_per_second`,
     `perf/train_seconds` (cumulative, evaluation excluded), `global_step`, `iteration`,
     and `eval/return` (greedy, mean of `eval_episodes` episodes) on evaluation iterations.
@@ -267,6 +294,8 @@ def _train(cfg: CartPoleConfig) -> TrainResult:
         start_iter, global_step = saved["iteration"], saved["global_step"]
         train_seconds = saved.get("train_seconds", 0.0)
         kl_ctl.beta = saved.get("beta", kl_ctl.beta)
+        if cfg.log_path:
+            _truncate_log(cfg.log_path, start_iter)
     log = MetricsLog(cfg.log_path, resume=cfg.resume)
 
     def checkpoint(iteration):

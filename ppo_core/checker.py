@@ -156,6 +156,12 @@ class MultipleChoice:
                           f"{answer!r} is not one of the options {sorted(self.options)}.")
         if keys == self._correct:
             return Result(self.qid, "correct", _wrap(self.explanation))
+        if len(self._correct) == 1 and len(keys) > 1:
+            # one right option: feedback on each wrong key of a multi-key answer would let
+            # the learner find the answer by elimination ("abcd" -> the key with no feedback)
+            return Result(self.qid, "incorrect",
+                          f"This question has one answer; choose a single option from "
+                          f"{sorted(self.options)}.")
         msgs = [self.feedback[k] for k in sorted(keys) if k in self.feedback]
         if len(self._correct) > 1:
             msgs.append("Several options are right here; select all of them and only them.")
@@ -198,7 +204,7 @@ class Numeric:
             return Result(self.qid, "incorrect", f"{x} is not a finite number.")
         if abs(x - self.value) <= self.atol + self.rtol * abs(self.value):
             return Result(self.qid, "correct", _wrap(self.explanation))
-        msg = "Your value is outside the tolerance."
+        msg = f"Your value is {'too high' if x > self.value else 'too low'}."
         if self.hint:
             msg += " Hint: " + self.hint
         return Result(self.qid, "incorrect", _wrap(msg))

@@ -67,7 +67,7 @@ def lab(args) -> int:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     args = list(args)
-    if not any(not a.startswith("-") for a in args):                  # no notebook named
+    if not any(a.endswith(".ipynb") or (ROOT / a).is_dir() for a in args):   # no notebook named
         args.append("chapters/01_bandits_and_policy_gradients.ipynb")
     cmd += args
     print("+", " ".join(map(str, cmd)), flush=True)

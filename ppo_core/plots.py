@@ -18,6 +18,10 @@ Contents (add new figures at the end, under a heading naming their chapter):
     plot_constraint_comparison  per-update KL and KL to the reference for several runs
     plot_adaptive_beta          β and KL to the reference against the target
     plot_beta_sweep             final reward and KL to the reference against β, with π*
+    -- chapter 06: diagnosing instability
+    rolling_mean                trailing moving average (no look-ahead)
+    plot_runs                   several runs overlaid, one panel per metric
+    plot_overoptimisation       gold and proxy reward against √KL per β, with the Gao fit
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import numpy as np
 
 __all__ = ["series", "plot_arm_probs", "plot_gradient_variance", "plot_lr_sweep",
            "surrogate_curves", "plot_clipped_objective", "plot_bandit_run",
-           "plot_constraint_comparison", "plot_adaptive_beta", "plot_beta_sweep"]
+           "plot_constraint_comparison", "plot_adaptive_beta", "plot_beta_sweep",
+           "rolling_mean", "plot_runs", "plot_overoptimisation"]
 
 _COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
@@ -272,6 +277,110 @@ def plot_beta_sweep(betas, reward, kl, optimum_reward=None, optimum_kl=None, ref
         axes[0].axhline(ref_reward, color="gray", lw=0.8, label="π_ref")
     for ax in axes:
         ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ------------------------------------------------------------------ chapter 06: diagnosing instability
+
+def rolling_mean(x, w: int) -> np.ndarray:
+    """Trailing moving average of `x` `(n,)` over `w` ≥ 1 points (the first w−1 average what
+    there is), so a smoothed curve never looks into the future. NaNs are ignored."""
+    x = np.asarray(x, dtype=float)
+    if not isinstance(w, int) or w < 1:
+        raise ValueError(f"w must be a positive int, got {w!r}")
+    out = np.empty_like(x)
+    for i in range(x.size):
+        win = x[max(0, i - w + 1):i + 1]
+        out[i] = np.nanmean(win) if np.isfinite(win).any() else math.nan
+    return out
+
+
+def plot_runs(runs: dict, keys, x: str = "iteration", smooth: int = 1, axes=None,
+              title: str = "", logy=(), ncols: int | None = None):
+    """Several runs overlaid, one panel per metric.
+
+    Args:
+        runs: {label: records}, each records a list of metric dicts (a JSONL log).
+        keys: metric keys, one panel each (e.g. "objective/gold_reward").
+        x: the key on the x axis ("iteration", "global_step", ...).
+        smooth: trailing moving-average window (1 = raw).
+        logy: keys whose panel gets a symlog y axis.
+    Returns the figure."""
+    keys = list(keys)
+    if not runs or not keys:
+        raise ValueError(f"runs and keys must be non-empty, got {len(runs)} runs, {len(keys)} keys")
+    ncols = ncols or min(len(keys), 3)
+    nrows = math.ceil(len(keys) / ncols)
+    if axes is None:
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows),
+                                 constrained_layout=True, squeeze=False)
+        axes = axes.ravel()
+    else:
+        axes = np.atleast_1d(axes).ravel()
+        fig = axes[0].figure
+    for i, (label, recs) in enumerate(runs.items()):
+        xs = series(recs, x)
+        for ax, k in zip(axes, keys):
+            ys = series(recs, k)
+            if np.all(np.isnan(ys)):
+                continue
+            ax.plot(xs, rolling_mean(ys, smooth), color=_COLORS[i % len(_COLORS)], lw=1.4,
+                    label=str(label))
+    for ax, k in zip(axes, keys):
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel(x, fontsize=8)
+        if k in logy:
+            ax.set_yscale("symlog", linthresh=1e-3)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_overoptimisation(runs: dict, smooth: int = 5, fit=None, axes=None, title: str = ""):
+    """Gold and proxy reward against d = √KL(π‖π_ref), one curve per run (Gao et al. 2022).
+
+    Args:
+        runs: {β: records} of RLHF logs (`objective/kl` in nats per sequence,
+            `objective/gold_reward`, `objective/proxy_reward`).
+        smooth: trailing moving average over iterations, applied to KL and rewards alike.
+        fit: optional (alpha, beta_g, gold0): draws gold0 + d(α − β_g·log d) on the gold
+            panel with its peak d* = exp(α/β_g − 1) marked.
+    Returns the figure (left: gold, right: proxy)."""
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True)
+    else:
+        fig = axes[0].figure
+    d_max = 0.0
+    for i, (beta, recs) in enumerate(runs.items()):
+        kl = rolling_mean(series(recs, "objective/kl"), smooth)
+        d = np.sqrt(np.clip(kl, 0, None))
+        d_max = max(d_max, float(np.nanmax(d)))
+        for ax, key in zip(axes, ("objective/gold_reward", "objective/proxy_reward")):
+            ax.plot(d, rolling_mean(series(recs, key), smooth), color=_COLORS[i % len(_COLORS)],
+                    lw=1.4, label=f"β = {beta:g}")
+            ax.plot(d[-1], rolling_mean(series(recs, key), smooth)[-1], "o",
+                    color=_COLORS[i % len(_COLORS)], ms=4)
+    if fit is not None:
+        alpha, beta_g, gold0 = fit
+        dd = np.linspace(1e-3, d_max, 200)
+        axes[0].plot(dd, gold0 + dd * (alpha - beta_g * np.log(dd)), "k--", lw=1.5,
+                     label="fit d(α − β_g log d)")
+        if beta_g > 0:
+            d_star = math.exp(alpha / beta_g - 1)
+            if d_star <= d_max:
+                axes[0].axvline(d_star, color="gray", ls=":", lw=1.2)
+                axes[0].text(d_star, axes[0].get_ylim()[0], f" d* = {d_star:.2f}", fontsize=8,
+                             va="bottom", color="gray")
+    axes[0].set_title("gold reward (VADER): what we want", fontsize=10)
+    axes[1].set_title("proxy reward (reward model): what PPO sees", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("d = √KL(π‖π_ref)   (√nats per response)")
+    axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return fig

@@ -227,6 +227,32 @@ def test_keyboard_interrupt_keeps_log_and_checkpoint(tmp_path, monkeypatch):
     load_policy(ck)
 
 
+def test_resume_after_an_interrupt_does_not_duplicate_iterations(tmp_path, monkeypatch):
+    # interrupted in iteration 6 with save_every=4: the log holds 5 iterations, the
+    # checkpoint 4; the resumed run redoes iteration 5 and the log has each iteration once
+    import ppo_core.cartpole as cp
+    calls = {"n": 0}
+    real = cp.collect_rollout
+
+    def interrupt_on_sixth(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    log, ck = tmp_path / "i.jsonl", tmp_path / "ck"
+    monkeypatch.setattr(cp, "collect_rollout", interrupt_on_sixth)
+    first = train(CartPoleConfig(seed=0, log_path=str(log), save_dir=str(ck), save_every=4, **SHORT))
+    assert first.interrupted and len(read_log(log)) == 5
+    with open(log, "a") as fh:
+        fh.write('{"iteration": 6, "global_st')          # and a half-written last line
+    monkeypatch.setattr(cp, "collect_rollout", real)
+    train(CartPoleConfig(seed=0, log_path=str(log), save_dir=str(ck), save_every=4, resume=True,
+                         **SHORT))
+    iters = [r["iteration"] for r in read_log(log)]
+    assert iters == list(range(1, SHORT["total_steps"] // 256 + 1))
+
+
 def test_kl_penalty_modes_run_and_log_beta():
     rollout = train(CartPoleConfig(seed=0, beta=0.5, kl_reference="rollout", **SHORT))
     initial = train(CartPoleConfig(seed=0, beta=0.5, kl_reference="initial", **SHORT))
@@ -236,6 +262,26 @@ def test_kl_penalty_modes_run_and_log_beta():
     assert all(r["objective/beta"] == 0.5 for r in rollout.records)
     betas = [r["objective/beta"] for r in adaptive.records]
     assert betas[-1] != betas[0]                      # the controller moved β
+
+
+def test_learning_rate_anneals_linearly_to_zero():
+    cfg = dict(SHORT, eval_every=0)                      # 2048 / 256 = 8 iterations
+    recs = train(CartPoleConfig(lr=1e-3, anneal_lr=True, **cfg)).records
+    n = len(recs)
+    assert n == 8
+    lrs = [r["charts/learning_rate"] for r in recs]
+    assert lrs == pytest.approx([1e-3 * (1 - i / n) for i in range(n)])   # starts at lr, ends at lr/n
+    flat = train(CartPoleConfig(lr=1e-3, anneal_lr=False, **cfg)).records
+    assert all(r["charts/learning_rate"] == 1e-3 for r in flat)
+
+
+def test_target_kl_stops_the_epochs_early():
+    cfg = dict(SHORT, update_epochs=8, eval_every=0, lr=1e-2)
+    free = train(CartPoleConfig(target_kl=None, **cfg)).records
+    early = train(CartPoleConfig(target_kl=1e-6, **cfg)).records
+    assert all(r["losses/epochs"] == 8 for r in free)
+    # the first epoch's KL is measured before any step (0); the second one's exceeds 1e-6
+    assert all(r["losses/epochs"] == 2 for r in early)
 
 
 def test_max_train_seconds_stops_early():

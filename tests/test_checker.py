@@ -55,10 +55,21 @@ def test_select_all_needs_exactly_the_right_set(bank):
     assert not bank.check("multi", "abc", quiet=True).correct
 
 
+def test_single_answer_question_refuses_several_keys_without_feedback(bank, capsys):
+    # "abc" would otherwise print the feedback of every wrong key and leave the right one
+    # standing by elimination
+    res = bank.check("mc", "abc")
+    out = capsys.readouterr().out
+    assert res.status == "incorrect" and "single option" in out
+    assert "the penalty is soft" not in out and "SECRET" not in out
+
+
 def test_numeric_tolerance(bank):
     assert bank.check("num", 0.69, quiet=True).correct
     assert bank.check("num", torch.tensor(0.6935), quiet=True).correct
     assert not bank.check("num", 0.75, quiet=True).correct
+    assert "too high" in bank.check("num", 0.75, quiet=True).message
+    assert "too low" in bank.check("num", -0.69, quiet=True).message
     assert not bank.check("num", "abc", quiet=True).correct
     assert not bank.check("num", float("nan"), quiet=True).correct
 

@@ -24,7 +24,6 @@ from dataclasses import replace
 import ipywidgets as W
 import matplotlib.pyplot as plt
 from IPython import get_ipython
-from IPython.display import display
 
 from ..bandits import BanditPPOConfig, diverged, make_bandit, train_bandit_ppo
 from ..plots import plot_bandit_run, plot_clipped_objective
@@ -42,12 +41,21 @@ def _eps_value(v):
     return None if v == "off" or v is None else float(v)
 
 
+def show_in(output: W.Output, fig) -> None:
+    """Replace what `output` shows with `fig` (only inside IPython; headless callers keep
+    `fig`). The figure is rendered by the shell's display formatter and handed to the
+    widget as its `outputs` state in one update, instead of capturing `display()` inside
+    `with output:`: that capture routes messages by parent id, and under load
+    `jupyter nbconvert --execute` (nbclient) was seen to wait forever for such a cell."""
+    shell = get_ipython()
+    if shell is not None:
+        data, metadata = shell.display_formatter.format(fig)
+        output.outputs = ({"output_type": "display_data", "data": data, "metadata": metadata},)
+
+
 def _show(output: W.Output, fig) -> None:
-    """Draw `fig` into `output` (only inside IPython: headless callers keep `fig`)."""
-    if get_ipython() is not None:
-        with output:
-            output.clear_output(wait=True)
-            display(fig)
+    """Draw `fig` into `output` and close its pyplot handle."""
+    show_in(output, fig)
     plt.close(fig)
 
 

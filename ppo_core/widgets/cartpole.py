@@ -4,8 +4,13 @@ Run, and watch a real PPO run (a few seconds) overlaid on the previous ones.
 What to look for: with the clip off, many epochs and a large learning rate, each update
 pushes π far from the policy that collected the data (the KL to π_old explodes) and the
 return collapses; switching the clip back on (ε = 0.2) with everything else unchanged
-restores learning. β adds the soft KL penalty of the PPO paper's penalty variant (KL to
-π_old).
+restores learning. β adds a soft KL penalty to π_old, the reference of the PPO paper's
+penalty variant (the trainer penalises KL(π_θ‖π_old), the direction RLHF uses; the paper
+writes KL(π_old‖π_θ); for small steps the two agree to second order).
+
+The right panel plots `losses/approx_kl`: the k1 estimate of KL(π_old‖π_θ) on the batch,
+averaged over the update's epochs (each measured before that epoch's step, as CleanRL logs
+it), so it lags the KL the update finally reached.
 
 Headless use (tests, scripts): `lab = cartpole_lab(display=False)`, set `lab.eps.value`,
 `lab.beta.value`, `lab.lr.value`, `lab.epochs.value`, call `lab.run()`, read
@@ -18,6 +23,7 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 
 from ..cartpole import CartPoleConfig, train
+from .bandit import show_in
 
 __all__ = ["cartpole_lab", "CartPoleLab", "LAB_RUN", "LAB_SECONDS"]
 
@@ -114,7 +120,7 @@ class CartPoleLab:
     def _style_axes(self) -> None:
         self.ax.set(xlabel="environment steps", ylabel="episodic return (last 20 episodes)",
                     title="return", ylim=(0, 520))
-        self.ax_kl.set(xlabel="environment steps", ylabel="approx KL(π_old‖π) after the update",
+        self.ax_kl.set(xlabel="environment steps", ylabel="approx KL(π_old‖π), epoch mean",
                        title="how far each update moved π", yscale="log")
         for a in (self.ax, self.ax_kl):
             a.grid(alpha=0.3)
@@ -133,10 +139,7 @@ class CartPoleLab:
     def _show(self) -> None:
         if not self.displayed:                  # headless (tests, scripts): nothing to refresh
             return
-        from IPython.display import display
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.fig)
+        show_in(self.output, self.fig)
 
     def __repr__(self) -> str:
         return f"CartPoleLab({len(self.runs)} runs; sliders: eps, beta, lr, epochs; run())"
