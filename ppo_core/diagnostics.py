@@ -1,0 +1,929 @@
+"""Read a metrics log, name the training failure, cite the iterations, suggest a fix (ch. 06).
+
+`diagnose(log)` runs one detector per failure signature on the records of a JSONL log
+(`ppo_core.metrics.read_log`, keys as in DESIGN.md) and returns a list of `Finding`s:
+
+    name               what it looks like in the log
+    non_finite         a NaN/inf value, or the trainer's own `*/diverged` flag
+    kl_blowup          per-update approx_kl or the KL to the reference running away
+    destabilising_update  approx_kl and clipfrac spike, then return / reward drops
+    over_regularisation   β > 0, KL to the reference stays ≈ 0, reward does not move
+    reward_hacking     proxy reward rises while gold reward stalls or falls
+    negative_kl        the KL estimate to the reference is negative beyond its noise
+    entropy_collapse   entropy falls to ≈ 0 abruptly, or to a worse mode, or samples repeat
+    value_failure      explained variance ≤ 0, or value loss exploding with it
+
+An empty list means "no problem found"; `report(findings, records)` then prints the
+headline numbers instead. `plot_findings(records, findings)` draws the metrics with the
+flagged iterations shaded. `python -m ppo_core doctor LOG [--json]` is `cli_main`.
+
+Thresholds are relative to the run's own numbers wherever a run has numbers to compare with:
+
+* the *noise* of a metric, σ, is the robust spread of its iteration-to-iteration changes,
+  σ = 1.4826 · MAD(Δx) / √2 (a trend does not inflate it, one spike does not either);
+* a change is *significant* when it exceeds `SIG` = 3 standard errors, SE = σ·√(1/n₁ + 1/n₂)
+  for a difference of two window means of n₁ and n₂ iterations;
+* *early* is the first `EARLY_FRAC` = 20 % of the iterations (at least 3), *late* the last
+  `LATE_FRAC` = third;
+* a *spike* of approx_kl is `SPIKE_FACTOR` = 5× the median of every earlier update.
+
+A few anchors are not relative, because a run that fails from its first update has no
+healthy numbers to compare with; all are unitless:
+
+* `LOG_RATIO_LIMIT` = log(1.3) ≈ 0.26: approx_kl is the mean log-ratio log π_old − log π_θ
+  of the sampled actions; beyond log(1 + ε) with ε = 0.3, the widest clip range in common
+  use, the update has left any trust region PPO would allow;
+* `SPIKE_FLOOR` = LOG_RATIO_LIMIT / 4 ≈ 0.066: a relative spike of approx_kl must also exceed
+  this to count as destabilising (healthy updates sit at 0.01–0.03 and wobble 5× unharmed);
+* `ENTROPY_FLOOR` = 5 % of the run's initial entropy counts as "collapsed";
+* `KL_NEAR_ZERO` = 10 %: a KL to the reference below 10 % of the policy's own entropy is ≈ 0
+  (the policy has moved by a small fraction of the randomness it has);
+* `KL_ENTROPY_FACTOR` = 2: a KL per token above twice the entropy per token means the
+  reference's cross-entropy on the samples, H + KL, is over 3× the policy's own: text the
+  reference would practically never write.
+
+Each detector's docstring states its rule. The detectors read only standard keys, so one
+doctor serves the bandit, CartPole and the RLHF trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import read_log
+
+__all__ = ["Finding", "diagnose", "headline", "report", "plot_findings", "cli_main",
+           "series", "noise", "smooth",
+           "DETECTORS", "SIGNATURES",
+           "detect_non_finite", "detect_kl_blowup", "detect_destabilising_update",
+           "detect_over_regularisation", "detect_reward_hacking", "detect_negative_kl",
+           "detect_entropy_collapse", "detect_value_failure"]
+
+# ---------------------------------------------------------------- thresholds (see module doc)
+EARLY_FRAC = 0.2          # "early": first 20 % of the iterations, at least MIN_WINDOW
+LATE_FRAC = 1 / 3         # "late": last third
+MIN_WINDOW = 3            # fewest iterations a window may hold
+MIN_POINTS = 6            # fewest finite values a detector needs before it judges a trend
+SIG = 3.0                 # a difference of window means is significant beyond SIG·SE
+SPIKE_FACTOR = 5.0        # approx_kl spike: ≥ 5× the median of all earlier updates
+CLIPFRAC_FACTOR = 1.5     # ... together with clipfrac ≥ 1.5× its earlier median
+RUNAWAY_FACTOR = 10.0     # approx_kl whose late median is 10× its early median runs away
+LOG_RATIO_LIMIT = math.log(1.3)   # mean |log-ratio| of one update beyond log(1+ε), ε = 0.3
+SPIKE_FLOOR = LOG_RATIO_LIMIT / 4  # ≈ 0.066: a spike must also be large in absolute terms,
+                                   # 3–6× the 0.01–0.02 of healthy PPO updates
+DROP_FRACTION = 0.2       # a drop worth naming: ≥ 20 % of the return range seen before it
+KL_TARGET_FACTOR = 3.0    # adaptive β lost control: KL ≥ 3× its target for 3+ iterations
+KL_NEAR_ZERO = 0.10       # "KL ≈ 0": KL to π_ref ≤ 10 % of the policy's own entropy
+KL_ENTROPY_FACTOR = 2.0   # token-level KL blow-up: KL per token > 2× the entropy per token
+ENTROPY_FLOOR = 0.05      # entropy ≤ 5 % of its initial value counts as collapsed
+ABRUPT_FRACTION = 0.5     # one update that removes ≥ 50 % of the initial entropy is abrupt
+DUPLICATE_FRACTION = 0.5  # ≥ 50 % identical sample responses is mode collapse
+EV_FLOOR = 0.0            # explained variance ≤ 0: the critic is no better than a constant
+VALUE_LOSS_FACTOR = 100.0 # value loss late ≥ 100× early while EV is poor: exploding
+HACK_DIVERGENCE = 2.0     # proxy gain vs gold gain, both in noise units, see the detector
+
+#: every failure signature: machine name -> the title the report prints
+SIGNATURES = {
+    "non_finite": "Non-finite values or divergence",
+    "kl_blowup": "KL blow-up",
+    "destabilising_update": "Destabilising update",
+    "over_regularisation": "Over-regularisation (β too large)",
+    "reward_hacking": "Reward hacking",
+    "negative_kl": "Negative KL estimates",
+    "entropy_collapse": "Entropy / mode collapse",
+    "value_failure": "Value function failing",
+}
+
+#: the metrics that say "how well is it doing", most direct first
+PERFORMANCE_KEYS = ("charts/expected_reward", "objective/proxy_reward",
+                    "charts/episodic_return", "eval/return")
+
+
+@dataclass
+class Finding:
+    """One failure signature found in a log.
+
+    Attributes:
+        name: a key of `SIGNATURES` ("kl_blowup", ...).
+        iterations: the iterations that show it (values of the records' `iteration`).
+        evidence: metric -> what it did there (values, reference values, thresholds).
+        fix: what to try.
+        summary: one sentence saying what happened.
+    """
+
+    name: str
+    iterations: list
+    evidence: dict
+    fix: str
+    summary: str = ""
+
+    @property
+    def title(self) -> str:
+        return SIGNATURES.get(self.name, self.name)
+
+    def to_dict(self) -> dict:
+        return {"title": self.title, **asdict(self)}
+
+
+# ---------------------------------------------------------------- series helpers
+
+def _iters(records: list[dict]) -> np.ndarray:
+    return np.array([r.get("iteration", i) if _is_number(r.get("iteration", i)) else i
+                     for i, r in enumerate(records)])
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def series(records: list[dict], key: str, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(iterations, values) of the records that hold a number under `key`; `finite` drops
+    NaN/inf. Both arrays are 1-D and aligned."""
+    its = _iters(records)
+    idx, vals = [], []
+    for i, r in enumerate(records):
+        v = r.get(key)
+        if _is_number(v) and (not finite or math.isfinite(v)):
+            idx.append(i)
+            vals.append(float(v))
+    return its[idx] if idx else np.array([], dtype=int), np.array(vals, dtype=float)
+
+
+def noise(x: np.ndarray) -> float:
+    """σ of a metric's iteration-to-iteration noise: 1.4826·MAD(Δx)/√2 (robust to trends and
+    to single spikes). Floored at 1e-6 of the series' scale so that exact, noise-free series
+    (e.g. an exactly computed expected reward) do not make every wiggle significant."""
+    x = np.asarray(x, float)
+    scale = float(np.max(np.abs(x))) if x.size else 0.0
+    if x.size < 3:
+        return max(1e-6 * scale, 1e-12)
+    d = np.diff(x)
+    sd = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / math.sqrt(2)
+    return max(sd, 1e-6 * scale, 1e-12)
+
+
+def smooth(x: np.ndarray, w: int) -> np.ndarray:
+    """Centred moving average over `w` points (shorter windows at the ends)."""
+    x = np.asarray(x, float)
+    if w <= 1 or x.size == 0:
+        return x.copy()
+    h = w // 2
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    lo = np.clip(np.arange(x.size) - h, 0, x.size)
+    hi = np.clip(np.arange(x.size) + h + 1, 0, x.size)
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def _window(n: int, frac: float) -> int:
+    return max(MIN_WINDOW, int(round(n * frac)))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _perf(records) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """The first performance metric with enough values: (key, iterations, values)."""
+    for key in PERFORMANCE_KEYS:
+        it, x = series(records, key)
+        if x.size >= MIN_POINTS:
+            return key, it, x
+    return None
+
+
+def _gain(x: np.ndarray) -> tuple[float, float]:
+    """(late mean − early mean, its standard error from the noise σ)."""
+    n = x.size
+    e, l = _window(n, EARLY_FRAC), _window(n, LATE_FRAC)
+    gain = float(np.mean(x[-l:]) - np.mean(x[:e]))
+    se = noise(x) * math.sqrt(1 / e + 1 / l)
+    return gain, se
+
+
+# ---------------------------------------------------------------- detectors
+
+def detect_non_finite(records: list[dict]) -> Finding | None:
+    """Rule: any logged number that is NaN or ±inf (JSONL stores them as "nan"/"inf"), or a
+    truthy `*/diverged` flag (a trainer that stopped a run whose parameters blew up)."""
+    bad, diverged = {}, []
+    for it, r in zip(_iters(records), records):
+        for k, v in r.items():
+            if _is_number(v) and not math.isfinite(v):
+                bad.setdefault(k, []).append(int(it))
+            elif k.endswith("/diverged") and _is_number(v) and v:
+                diverged.append(int(it))
+    if not bad and not diverged:
+        return None
+    iterations = sorted({i for its in bad.values() for i in its} | set(diverged))
+    evidence = {k: f"non-finite at iterations {_fmt(its[:5])}" + (" ..." if len(its) > 5 else "")
+                for k, its in bad.items()}
+    if diverged:
+        evidence["*/diverged"] = f"the trainer flagged divergence at iteration {diverged[0]}"
+    first = iterations[0]
+    return Finding(
+        "non_finite", iterations, evidence,
+        fix="Look at the iteration before the first bad one: lower the learning rate, keep the "
+            "clip on and clip gradients (max_grad_norm); check log(0) and divisions by a "
+            "zero std (advantage whitening of a constant batch).",
+        summary=f"{len(bad) or 1} metric(s) stop being finite from iteration {first}.")
+
+
+def detect_kl_blowup(records: list[dict], target_kl: float | None = None) -> Finding | None:
+    """Rule (any of):
+
+    * approx_kl (KL of one update, π_old→π_θ) runs away: its late median is
+      ≥ `RUNAWAY_FACTOR` (10×) its early median and above `LOG_RATIO_LIMIT`/10, or
+      any update exceeds `LOG_RATIO_LIMIT` = log 1.3 (mean log-ratio outside any
+      PPO trust region);
+    * the KL to the reference (`objective/kl`) runs away: with β > 0 it rises significantly
+      (late vs early mean, SIG·SE) while the penalised objective J = R − β·KL falls
+      significantly (R: `objective/proxy_reward`, or the bandit's `charts/expected_reward`).
+      On the way to the optimum of its own objective, π* ∝ π_ref·e^{R/β}, a policy never pays
+      more KL than it gains reward: KL(π*‖π_ref) ≤ (E_π*[R] − E_ref[R])/β. A KL that grows while
+      J falls is the policy leaving the region its objective rewards, not converging to it;
+    * token-level policies (`objective/kl_per_token`, any β): the KL per token still rises
+      significantly over the second half and its late median exceeds `KL_ENTROPY_FACTOR` (2×)
+      the policy's own entropy per token: the reference's cross-entropy on the samples is then
+      over 3× the policy's — text the reference would practically never write;
+    * with a KL target (argument `target_kl`, or a logged `objective/target_kl`) and β > 0:
+      the smoothed KL stays ≥ `KL_TARGET_FACTOR` (3×) the target for 3+ iterations after the
+      early window — the adaptive controller has lost control.
+    """
+    evidence, iterations = {}, set()
+    it, ak = series(records, "losses/approx_kl")
+    if ak.size >= MIN_WINDOW:
+        e, l = _window(ak.size, EARLY_FRAC), _window(ak.size, LATE_FRAC)
+        early, late = float(np.median(ak[:e])), float(np.median(ak[-l:]))
+        over = it[ak > LOG_RATIO_LIMIT]
+        runaway = (ak.size >= MIN_POINTS and late >= RUNAWAY_FACTOR * max(early, 1e-12)
+                   and late > LOG_RATIO_LIMIT / 10)
+        if over.size >= 1 or runaway:
+            iterations |= set(over.tolist()) if over.size else set(it[-l:].tolist())
+            evidence["losses/approx_kl"] = (
+                f"max {_fmt(float(ak.max()))} at iteration {int(it[np.argmax(ak)])}; "
+                f"{over.size} update(s) above log(1.3) = {LOG_RATIO_LIMIT:.3f}; "
+                f"median early {_fmt(early)}, late {_fmt(late)}")
+    it_k, kl = series(records, "objective/kl")
+    _, beta = series(records, "objective/beta")
+    if kl.size >= MIN_POINTS and np.any(kl != 0):
+        n = kl.size
+        e, l = _window(n, EARLY_FRAC), _window(n, LATE_FRAC)
+        rkey = next((k for k in ("objective/proxy_reward", "charts/expected_reward")
+                     if series(records, k)[1].size == n), None)
+        if rkey is not None and beta.size == n and np.median(beta) > 0:
+            r = series(records, rkey)[1]
+            j = r - beta * kl                                    # J = R − β·KL, per record
+            dj, se_j = _gain(j)
+            dk, se_k = _gain(kl)
+            if dj < -SIG * se_j and dk > SIG * se_k:
+                iterations |= set(it_k[-l:].tolist())
+                evidence["objective/kl"] = (
+                    f"{_fmt(float(np.mean(kl[:e])))} early → {_fmt(float(np.mean(kl[-l:])))} late, "
+                    f"while the penalised objective {rkey.split('/')[1]} − β·KL falls by "
+                    f"{_fmt(-dj)} (SE {_fmt(se_j)}): the policy spends more KL than its own "
+                    f"objective pays for")
+    it_p, klt = series(records, "objective/kl_per_token")
+    _, ent = series(records, "losses/entropy")
+    if klt.size >= MIN_POINTS and ent.size == klt.size:
+        l = _window(klt.size, LATE_FRAC)
+        half = klt[klt.size // 2:]
+        dk, se_k = _gain(half) if half.size >= MIN_POINTS else (0.0, 1.0)
+        beyond = it_p[klt > KL_ENTROPY_FACTOR * ent]
+        if (dk > SIG * se_k and beyond.size and
+                float(np.median(klt[-l:])) > KL_ENTROPY_FACTOR * float(np.median(ent[-l:]))):
+            iterations |= set(beyond.tolist())
+            evidence["objective/kl_per_token"] = (
+                f"still rising over the second half (+{_fmt(dk)}, SE {_fmt(se_k)}) and above "
+                f"{KL_ENTROPY_FACTOR:g}× the policy's own entropy from iteration "
+                f"{int(beyond[0])}: late median "
+                f"{_fmt(float(np.median(klt[-l:])))} nats per token vs entropy "
+                f"{_fmt(float(np.median(ent[-l:])))}")
+    if kl.size >= MIN_POINTS and np.any(kl != 0):
+        it_t, tg = series(records, "objective/target_kl")
+        target = target_kl if target_kl is not None else (float(np.median(tg)) if tg.size else None)
+        if target is not None and target > 0 and (beta.size == 0 or np.median(beta) > 0):
+            s = smooth(kl, MIN_WINDOW)
+            above = (s >= KL_TARGET_FACTOR * target) & (np.arange(n) >= e)
+            if above.sum() >= 3:
+                iterations |= set(it_k[above].tolist())
+                evidence["objective/kl (target)"] = (
+                    f"smoothed KL ≥ {KL_TARGET_FACTOR:g}× the target {_fmt(target)} on "
+                    f"{int(above.sum())} iterations (max {_fmt(float(s.max()))})")
+    if not evidence:
+        return None
+    return Finding(
+        "kl_blowup", sorted(iterations), evidence,
+        fix="Shrink the step: lower the learning rate, turn the clip on (ε 0.1–0.2), fewer "
+            "epochs per batch or early-stop the epochs on approx_kl (target_kl ≈ 0.01–0.05); "
+            "for KL to the reference raise β or use the adaptive controller with a target.",
+        summary=("The policy moves further in one update than any trust region allows"
+                 if "losses/approx_kl" in evidence else
+                 "The KL to the reference runs away") + (
+                     "; the KL to the reference runs away too." if "losses/approx_kl" in evidence
+                     and len(evidence) > 1 else "."))
+
+
+def detect_destabilising_update(records: list[dict]) -> Finding | None:
+    """Rule: an update t (after the first MIN_WINDOW) whose approx_kl is ≥ `SPIKE_FACTOR`
+    (5×) the median of all earlier updates and above `SPIKE_FLOOR` = log(1.3)/4 ≈ 0.066
+    (healthy PPO updates sit at 0.01–0.03 and can spike 5× without harm), with clipfrac
+    ≥ `CLIPFRAC_FACTOR` (1.5×) its earlier median (or the clip switched off: clipfrac ≡ 0),
+    followed by a drop of the performance metric: the mean over the next w iterations
+    (w = 5 % of the run, ≥ 3) falls below the mean over the w up to t by more than
+    SIG·SE *and* by ≥ `DROP_FRACTION` (20 %) of the range the metric covered before t.
+    """
+    it, ak = series(records, "losses/approx_kl")
+    perf = _perf(records)
+    if ak.size < MIN_POINTS or perf is None:
+        return None
+    clip = dict(zip(*series(records, "losses/clipfrac")))
+    clip_off = len(clip) > 0 and all(v == 0 for v in clip.values())
+    pkey, pit, px = perf
+    sd = noise(px)
+    w = _window(px.size, 0.05)
+    hits, evidence, worst = [], {}, 0.0
+    for j in range(MIN_WINDOW, ak.size):
+        base = float(np.median(ak[:j]))
+        if not (ak[j] >= SPIKE_FACTOR * max(base, 1e-12) and ak[j] > SPIKE_FLOOR):
+            continue
+        t = int(it[j])
+        if clip and not clip_off:
+            c_prev = [clip[i] for i in it[:j] if i in clip]
+            c_base = float(np.median(c_prev)) if c_prev else 0.0
+            if not (t in clip and clip[t] >= CLIPFRAC_FACTOR * max(c_base, 1e-3)):
+                continue
+        before, after = px[(pit <= t) & (pit > t - w)], px[(pit > t) & (pit <= t + w)]
+        hist = px[pit <= t]
+        if before.size < 2 or after.size < 2:
+            continue
+        drop = float(np.mean(before) - np.mean(after))
+        se = sd * math.sqrt(1 / before.size + 1 / after.size)
+        span = float(hist.max() - hist.min())
+        if drop > SIG * se and drop >= DROP_FRACTION * span and span > 0:
+            hits.append(t)
+            if drop > worst:
+                worst = drop
+                evidence["losses/approx_kl"] = (f"{_fmt(float(ak[j]))} at iteration {t}, "
+                                                f"{ak[j] / max(base, 1e-12):.0f}× the median "
+                                                f"{_fmt(base)} of earlier updates")
+                evidence["losses/clipfrac"] = ("0 throughout: the clip is off" if clip_off else
+                                               f"{_fmt(clip.get(t, float('nan')))} at iteration "
+                                               f"{t} vs median {_fmt(c_base)} before")
+                evidence[pkey] = (f"mean {_fmt(float(np.mean(before)))} over the {before.size} "
+                                  f"iterations up to {t}, {_fmt(float(np.mean(after)))} over the "
+                                  f"next {after.size} (drop {_fmt(drop)}, noise σ {_fmt(sd)})")
+    if not hits:
+        return None
+    if len(hits) > 1:
+        evidence["spikes"] = f"{len(hits)} such updates, at iterations {_fmt(hits[:8])}"
+    return Finding(
+        "destabilising_update", hits, evidence,
+        fix="One update jumped far outside the trust region and undid learning: lower the "
+            "learning rate or anneal it, keep the clip on, add early stopping on approx_kl "
+            "(target_kl), clip gradients, or use fewer epochs / larger minibatches.",
+        summary=f"approx_kl and clipfrac spike, then {pkey} drops (worst at iteration "
+                f"{evidence['losses/approx_kl'].split('iteration ')[1].split(',')[0]}).")
+
+
+def detect_over_regularisation(records: list[dict]) -> Finding | None:
+    """Rule: β > 0 (median over the run), the policy stays at the reference — the KL to
+    π_ref (per token where the log has `objective/kl_per_token`) is, in its late median,
+    ≤ `KL_NEAR_ZERO` (10 %) of the policy's own entropy, i.e. the policy differs from π_ref by
+    less than 10 % of the randomness it has — and the reward has stopped moving: no
+    performance metric improves significantly (SIG·SE) over the second half of the run.
+    Without a logged entropy, "KL ≈ 0" falls back to: ≤ 3× the median |approx_kl| of one
+    update. Only a fixed β is judged (β varies by < 10 % over the run): an adaptive β holds
+    the KL at its target by design, and then it is the target that may be too small."""
+    _, beta = series(records, "objective/beta")
+    kl_key = "objective/kl_per_token" if series(records, "objective/kl_per_token")[1].size \
+        else "objective/kl"
+    it, kl = series(records, kl_key)
+    if beta.size < MIN_POINTS or kl.size < MIN_POINTS:
+        return None
+    b = float(np.median(beta))
+    if b <= 0 or float(beta.max() - beta.min()) > 0.1 * b:
+        return None                          # no penalty, or an adaptive β: see the docstring
+    l = _window(kl.size, LATE_FRAC)
+    kl_late = float(np.median(np.abs(kl[-l:])))
+    _, h = series(records, "losses/entropy")
+    _, ak = series(records, "losses/approx_kl")
+    if h.size >= MIN_POINTS:
+        h_late = float(np.median(h[-_window(h.size, LATE_FRAC):]))
+        if not kl_late <= KL_NEAR_ZERO * h_late:
+            return None
+        why = f"late median {_fmt(kl_late)} nats = {kl_late / max(h_late, 1e-12):.1%} of the " \
+              f"policy's entropy {_fmt(h_late)} (≤ {KL_NEAR_ZERO:.0%})"
+    elif ak.size >= MIN_POINTS:
+        step = float(np.median(np.abs(ak)))
+        if not kl_late <= 3 * max(step, 1e-12):
+            return None
+        why = f"late median {_fmt(kl_late)} ≤ 3× the median single-update approx_kl {_fmt(step)}"
+    else:
+        return None
+    moved = []
+    evidence = {"objective/beta": f"median {_fmt(b)}",
+                kl_key: _kl_identically_zero(records) or why}
+    for key in PERFORMANCE_KEYS:
+        _, x = series(records, key)
+        if x.size < MIN_POINTS:
+            continue
+        half = x[x.size // 2:]
+        gain, se = _gain(half)
+        evidence[key] = (f"{_fmt(float(x[0]))} → {_fmt(float(x[-1]))}; over the second half "
+                         f"{gain:+.3g} (SE {_fmt(se)})")
+        moved.append(gain > SIG * se)
+    if not moved or any(moved):
+        return None
+    return Finding(
+        "over_regularisation", [int(i) for i in it[-l:]], evidence,
+        fix="The KL penalty outweighs the reward: lower β (or give the adaptive controller a "
+            "larger target KL); if β is already small, the learning rate may be too small.",
+        summary=f"β ≈ {_fmt(b)} keeps the policy at the reference (KL ≈ 0) and the reward "
+                f"does not move.")
+
+
+def detect_reward_hacking(records: list[dict]) -> Finding | None:
+    """Rule: needs `objective/proxy_reward` and `objective/gold_reward`. Both are smoothed over
+    w = 10 % of the run (≥ 3) and measured in their own noise units (σ). Either
+
+    * *gold falls*: after the gold curve's peak (not in the last w iterations) the proxy
+      rises by > SIG·SE while gold falls by > SIG·SE; or
+    * *gold stalls*: over the second half the proxy rises by > SIG·SE while gold does not
+      rise significantly and the proxy's rise, in noise units, is ≥ `HACK_DIVERGENCE` (2×)
+      gold's.
+    """
+    it, px = series(records, "objective/proxy_reward")
+    it_g, gx = series(records, "objective/gold_reward")
+    if px.size < MIN_POINTS or gx.size != px.size:
+        return None
+    n = px.size
+    w = _window(n, 0.1)
+    sp, sg = smooth(px, w), smooth(gx, w)
+    sd_p, sd_g = noise(px), noise(gx)
+    se_p, se_g = sd_p * math.sqrt(2 / w), sd_g * math.sqrt(2 / w)
+    evidence = {}
+    peak = int(np.argmax(sg))
+    iterations = []
+    if peak < n - w:
+        dp = float(sp[-1] - sp[peak])
+        dg = float(sg[-1] - sg[peak])
+        if dp > SIG * se_p and -dg > SIG * se_g:
+            iterations = [int(i) for i in it[peak:]]
+            evidence["objective/proxy_reward"] = (f"{_fmt(float(sp[peak]))} → {_fmt(float(sp[-1]))}"
+                                                  f" after iteration {int(it[peak])} (+{_fmt(dp)})")
+            evidence["objective/gold_reward"] = (f"peaks at {_fmt(float(sg[peak]))} (iteration "
+                                                 f"{int(it[peak])}), falls to {_fmt(float(sg[-1]))}")
+    if not iterations:
+        h = n // 2
+        if n - h >= 2 * MIN_WINDOW:
+            a, b = h, n - 1
+            dp, dg = float(sp[b] - sp[a]), float(sg[b] - sg[a])
+            if (dp > SIG * se_p and dg <= SIG * se_g and
+                    dp / sd_p >= HACK_DIVERGENCE * max(dg / sd_g, 0.0)):
+                iterations = [int(i) for i in it[a:]]
+                evidence["objective/proxy_reward"] = (f"rises {_fmt(float(sp[a]))} → "
+                                                      f"{_fmt(float(sp[b]))} over the second half")
+                evidence["objective/gold_reward"] = (f"stalls: {_fmt(float(sg[a]))} → "
+                                                     f"{_fmt(float(sg[b]))} (noise σ {_fmt(sd_g)})")
+    if not iterations:
+        return None
+    _, kl = series(records, "objective/kl")
+    _, beta = series(records, "objective/beta")
+    if kl.size:
+        evidence["objective/kl"] = (_kl_identically_zero(records)
+                                    or f"{_fmt(float(kl[0]))} → {_fmt(float(kl[-1]))}")
+    if beta.size:
+        evidence["objective/beta"] = f"median {_fmt(float(np.median(beta)))}"
+    samples = _last_samples(records)
+    if samples:
+        evidence["samples"] = samples[:2]
+    return Finding(
+        "reward_hacking", iterations, evidence,
+        fix="The policy exploits the reward model rather than the task: raise β (or lower the "
+            "KL target; if the KL is exactly 0, freeze a copy of the initial policy as the "
+            "reference), stop at the gold peak (early stopping on a held-out gold/human "
+            "check), and fix the reward model's blind spot (more or debiased preference data).",
+        summary="The proxy reward keeps climbing while the gold reward stalls or falls.")
+
+
+def detect_negative_kl(records: list[dict]) -> Finding | None:
+    """Rule: the KL to the reference (`objective/kl`, a mean of per-token estimates) is
+    negative beyond its noise: its moving average over w = 10 % of the run (≥ 3) is below
+    −SIG·σ/√w for at least 2 iterations, or its mean over the whole run is below −SIG·σ/√n.
+    True KL is ≥ 0; k1 estimates may dip below 0 by noise only."""
+    it, kl = series(records, "objective/kl")
+    if kl.size < MIN_POINTS or not np.any(kl != 0):
+        return None
+    n = kl.size
+    w = _window(n, 0.1)
+    sd = noise(kl)
+    s = smooth(kl, w)
+    neg = s < -SIG * sd / math.sqrt(w)
+    whole = float(np.mean(kl)) < -SIG * sd / math.sqrt(n)
+    if neg.sum() < 2 and not whole:
+        return None
+    bad = it[neg] if neg.any() else it
+    return Finding(
+        "negative_kl", [int(i) for i in bad],
+        {"objective/kl": f"min {_fmt(float(kl.min()))} at iteration {int(it[np.argmin(kl)])}; "
+                         f"{int((kl < 0).sum())} of {n} iterations < 0; moving average below "
+                         f"−{SIG:g}·σ/√w on {int(neg.sum())} (σ {_fmt(sd)})"},
+        fix="True KL is never negative: sampling and scoring disagree. Score with the same "
+            "temperature / top-k / top-p as sampling, keep the reference in eval mode with the "
+            "same dtype, mask padding out of the KL, and check the logit/token alignment.",
+        summary="The KL estimate to the reference is negative beyond noise.")
+
+
+def _kl_identically_zero(records: list[dict]) -> str | None:
+    """A note when the KL to the reference is exactly 0 on every iteration although β > 0 and
+    the policy moves (approx_kl ≠ 0): the reference is not a frozen copy — it trains along
+    with the policy, and the penalty does nothing."""
+    _, kl = series(records, "objective/kl")
+    _, beta = series(records, "objective/beta")
+    _, ak = series(records, "losses/approx_kl")
+    if (kl.size >= MIN_POINTS and np.all(kl == 0) and beta.size and np.median(beta) > 0
+            and ak.size and np.any(np.abs(ak) > 0)):
+        return (f"exactly 0 on all {kl.size} iterations although β = {_fmt(float(np.median(beta)))}"
+                f" > 0 and the policy moves (approx_kl up to {_fmt(float(np.abs(ak).max()))}): "
+                f"is the reference frozen, or is it the policy's own network?")
+    return None
+
+
+def _last_samples(records: list[dict]) -> list[str]:
+    for r in reversed(records):
+        s = r.get("samples")
+        if isinstance(s, list) and s:
+            out = []
+            for x in s:
+                if isinstance(x, dict):
+                    out.append(str(x.get("response", x.get("text", ""))))
+                else:
+                    out.append(str(x))
+            return out
+    return []
+
+
+def _duplicate_fraction(records: list[dict], last: int) -> tuple[float, int]:
+    texts = []
+    for r in records[-last:]:
+        s = r.get("samples")
+        if isinstance(s, list):
+            for x in s:
+                t = x.get("response", x.get("text")) if isinstance(x, dict) else x
+                if isinstance(t, str):
+                    texts.append(t.strip())
+    if len(texts) < 4:
+        return 0.0, len(texts)
+    counts = {}
+    for t in texts:
+        counts[t] = counts.get(t, 0) + 1
+    return max(counts.values()) / len(texts), len(texts)
+
+
+def detect_entropy_collapse(records: list[dict]) -> Finding | None:
+    """Rule: with H₀ the largest entropy of the early window, entropy ends (late median)
+    ≤ `ENTROPY_FLOOR` (5 %) of H₀ *and* the collapse is harmful, i.e. one of
+
+    * abrupt: a single update removed ≥ `ABRUPT_FRACTION` (50 %) of H₀ (converging to a good
+      deterministic policy is gradual; a jump is an update out of control);
+    * to a worse mode: performance after entropy first fell below 5 % of H₀ is below the best
+      performance before it by > SIG·SE;
+    * mode collapse in samples: ≥ `DUPLICATE_FRACTION` (50 %) of the logged sample responses
+      of the last third are the same text (this alone is enough, whatever the entropy).
+    """
+    it, h = series(records, "losses/entropy")
+    dup, n_texts = _duplicate_fraction(records, _window(len(records), LATE_FRAC))
+    evidence, iterations = {}, []
+    if dup >= DUPLICATE_FRACTION:
+        evidence["samples"] = (f"{dup:.0%} of the {n_texts} sample responses of the last third "
+                               f"are one and the same text")
+        iterations = [int(i) for i in _iters(records)[-_window(len(records), LATE_FRAC):]]
+    if h.size >= MIN_POINTS:
+        e, l = _window(h.size, EARLY_FRAC), _window(h.size, LATE_FRAC)
+        h0 = float(np.max(h[:e]))
+        h_late = float(np.median(h[-l:]))
+        if h0 > 0 and h_late <= ENTROPY_FLOOR * h0:
+            reasons = []
+            drops = -np.diff(h)
+            j = int(np.argmax(drops))
+            if drops[j] >= ABRUPT_FRACTION * h0:
+                reasons.append(f"one update (iteration {int(it[j + 1])}) removed "
+                               f"{drops[j] / h0:.0%} of it")
+            first = int(np.argmax(h <= ENTROPY_FLOOR * h0))
+            perf = _perf(records)
+            if perf is not None:
+                pkey, pit, px = perf
+                before, after = px[pit <= it[first]], px[pit > it[first]]
+                if before.size >= 2 and after.size >= 2:
+                    sd = noise(px)
+                    gap = float(before.max() - np.mean(after))
+                    if gap > SIG * sd * math.sqrt(1 + 1 / after.size):
+                        reasons.append(f"{pkey} after the collapse averages "
+                                       f"{_fmt(float(np.mean(after)))}, below the "
+                                       f"{_fmt(float(before.max()))} reached before")
+            if reasons or evidence:
+                evidence["losses/entropy"] = (f"{_fmt(h0)} early → {_fmt(h_late)} late "
+                                              f"(≤ {ENTROPY_FLOOR:.0%} of its start)"
+                                              + ("; " + "; ".join(reasons) if reasons else ""))
+                iterations = sorted(set(iterations) | {int(i) for i in it[first:]})
+    if not evidence:
+        return None
+    return Finding(
+        "entropy_collapse", iterations, evidence,
+        fix="The policy became (near-)deterministic too soon: lower the learning rate, keep the "
+            "clip, add an entropy bonus (ent_coef) or, in RLHF, a larger β to the reference; "
+            "check the sampling temperature.",
+        summary="Entropy fell to near zero" + (" and the samples repeat." if dup >= DUPLICATE_FRACTION
+                                               else " in a harmful way."))
+
+
+def detect_value_failure(records: list[dict]) -> Finding | None:
+    """Rule (either):
+
+    * after the early window the median explained variance 1 − Var(R − V)/Var(R) is
+      ≤ `EV_FLOOR` (0: the critic predicts the returns no better than a constant) *and* the
+      value loss has stopped falling (its late mean is not below its early mean by SIG·SE).
+      EV ≤ 0 alone is normal while a fresh critic is still learning — in RLHF a value head
+      on a prefix cannot yet predict the score of the whole response — and then its loss
+      falls; a critic that fails neither explains the returns nor improves;
+    * the value loss grows ≥ `VALUE_LOSS_FACTOR` (100×) from its early median while the late
+      explained variance stays below 0.5 (returns that merely grow keep EV high)."""
+    it, ev = series(records, "losses/explained_variance")
+    _, vl = series(records, "losses/value_loss")
+    evidence = {}
+    iterations = []
+    if ev.size >= MIN_POINTS:
+        e = _window(ev.size, EARLY_FRAC)
+        ev_after = float(np.median(ev[e:]))
+        learning = False
+        if vl.size >= MIN_POINTS:
+            gain, se = _gain(-vl)                       # a falling loss is a positive gain
+            learning = gain > SIG * se
+        if ev_after <= EV_FLOOR and not learning:
+            evidence["losses/explained_variance"] = (f"median {_fmt(ev_after)} after the first "
+                                                     f"{e} iterations (≤ {EV_FLOOR:g}); last "
+                                                     f"{_fmt(float(ev[-1]))}")
+            if vl.size >= MIN_POINTS:
+                evidence["losses/value_loss"] = (f"not falling: {_fmt(float(np.mean(vl[:e])))} "
+                                                 f"early, {_fmt(float(np.mean(vl[-_window(vl.size, LATE_FRAC):])))} late")
+            iterations = [int(i) for i in it[e:]]
+        if vl.size >= MIN_POINTS:
+            ve, vlate = float(np.median(vl[:e])), float(np.median(vl[-_window(vl.size, LATE_FRAC):]))
+            ev_late = float(np.median(ev[-_window(ev.size, LATE_FRAC):]))
+            if vlate >= VALUE_LOSS_FACTOR * max(ve, 1e-12) and ev_late < 0.5:
+                evidence["losses/value_loss"] = (f"median {_fmt(ve)} early → {_fmt(vlate)} late "
+                                                 f"({vlate / max(ve, 1e-12):.0f}×), explained "
+                                                 f"variance late {_fmt(ev_late)}")
+                iterations = iterations or [int(i) for i in it[-_window(ev.size, LATE_FRAC):]]
+    if not evidence:
+        return None
+    return Finding(
+        "value_failure", iterations, evidence,
+        fix="The critic does not learn the returns: check vf_coef > 0 and that the value head "
+            "gets gradients, normalise or scale rewards, lower the value learning rate or clip "
+            "the value update (value_clip_eps), and check the bootstrapping at episode ends.",
+        summary="Explained variance ≤ 0 and no progress: the value function does not predict "
+                "the returns.")
+
+
+#: detector name -> function, in the order the report lists them
+DETECTORS = {
+    "non_finite": detect_non_finite,
+    "kl_blowup": detect_kl_blowup,
+    "destabilising_update": detect_destabilising_update,
+    "over_regularisation": detect_over_regularisation,
+    "reward_hacking": detect_reward_hacking,
+    "negative_kl": detect_negative_kl,
+    "entropy_collapse": detect_entropy_collapse,
+    "value_failure": detect_value_failure,
+}
+
+
+# ---------------------------------------------------------------- entry points
+
+def _records(log) -> list[dict]:
+    if isinstance(log, (str, Path)):
+        records = read_log(log)
+    elif isinstance(log, list) and all(isinstance(r, dict) for r in log):
+        records = log
+    else:
+        raise ValueError(f"log must be a path to a JSONL log or a list of record dicts, "
+                         f"got {type(log).__name__}")
+    if not records:
+        raise ValueError(f"log holds no records: {log if isinstance(log, (str, Path)) else '[]'}")
+    return records
+
+
+def diagnose(log, target_kl: float | None = None) -> list[Finding]:
+    """Run every detector on `log` (a JSONL path or a list of records); return the findings
+    (empty: no problem found). `target_kl` is the adaptive controller's KL target, when the
+    log does not record it."""
+    records = _records(log)
+    findings = []
+    for name, fn in DETECTORS.items():
+        f = fn(records, target_kl=target_kl) if name == "kl_blowup" else fn(records)
+        if f is not None:
+            findings.append(f)
+    return findings
+
+
+def headline(records: list[dict]) -> dict:
+    """Headline numbers of a run: iterations, first → last (best) performance, last KL, β,
+    entropy, explained variance, proxy and gold where present."""
+    records = _records(records)
+    out = {"iterations": len(records)}
+    for key in (*PERFORMANCE_KEYS, "objective/gold_reward"):
+        _, x = series(records, key)
+        if x.size:
+            out[key] = {"first": float(x[0]), "last": float(x[-1]), "best": float(x.max())}
+    for key in ("objective/kl", "objective/beta", "losses/approx_kl", "losses/entropy",
+                "losses/explained_variance"):
+        _, x = series(records, key)
+        if x.size:
+            out[key] = {"last": float(x[-1]), "median": float(np.median(x))}
+    return out
+
+
+def report(findings: list[Finding], records: list[dict] | None = None) -> str:
+    """Readable text: each finding with its iterations, evidence and fix; or, for none,
+    "No problem found." with the headline numbers of `records` (when given)."""
+    lines = []
+    if not findings:
+        lines.append("No problem found.")
+        if records:
+            h = headline(records)
+            lines.append(f"  {h.pop('iterations')} iterations")
+            for k, v in h.items():
+                lines.append("  " + k + ": " + ", ".join(f"{a} {_fmt(b)}" for a, b in v.items()))
+        return "\n".join(lines)
+    lines.append(f"{len(findings)} problem(s) found.")
+    for f in findings:
+        its = f.iterations
+        span = (f"iterations {its[0]}–{its[-1]} ({len(its)})" if len(its) > 3
+                else "iteration(s) " + ", ".join(map(str, its)))
+        lines.append("")
+        lines.append(f"● {f.title} — {span}")
+        if f.summary:
+            lines.append(f"  {f.summary}")
+        for k, v in f.evidence.items():
+            if isinstance(v, list):
+                v = "; ".join(repr(x[:60]) for x in v)
+            lines.append(f"    {k}: {v}")
+        lines.append(f"  Try: {f.fix}")
+    return "\n".join(lines)
+
+
+_PANELS = [
+    ("performance", PERFORMANCE_KEYS + ("objective/gold_reward",)),
+    ("KL", ("objective/kl", "losses/approx_kl")),
+    ("clip / β", ("losses/clipfrac", "objective/beta")),
+    ("entropy", ("losses/entropy",)),
+    ("critic", ("losses/explained_variance",)),
+]
+
+#: which panels each finding is shaded on (its evidence lives there)
+_FINDING_PANELS = {
+    "non_finite": {"performance", "KL", "clip / β", "entropy", "critic"},
+    "kl_blowup": {"KL"},
+    "destabilising_update": {"performance", "KL", "clip / β"},
+    "over_regularisation": {"performance", "KL", "clip / β"},
+    "reward_hacking": {"performance"},
+    "negative_kl": {"KL"},
+    "entropy_collapse": {"entropy", "performance"},
+    "value_failure": {"critic"},
+}
+
+
+def plot_findings(records: list[dict], findings: list[Finding] | None = None, title: str = ""):
+    """A matplotlib figure of a run with its findings marked.
+
+    Top: a timeline, one row per finding, with a bar over each iteration that shows it.
+    Below: one panel per group of metrics present in `records` (performance, KL, clip/β,
+    entropy, critic); each finding is shaded, in its colour, on the panels that hold its
+    evidence, and a dashed line marks where it starts. `findings` defaults to
+    `diagnose(records)`. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    records = _records(records)
+    findings = diagnose(records) if findings is None else findings
+    panels = [(t, [k for k in keys if np.any(series(records, k)[1] != 0)]) for t, keys in _PANELS]
+    panels = [(t, ks) for t, ks in panels if ks]            # metrics that are all 0 say nothing
+    rows = max(1, len(findings))
+    heights = [0.35 * rows + 0.3] + [1.7] * len(panels)
+    fig, axes = plt.subplots(len(panels) + 1, 1, figsize=(8, sum(heights) + 0.8), sharex=True,
+                             gridspec_kw={"height_ratios": heights})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(SIGNATURES)
+
+    def colour(f):
+        return colours[names.index(f.name) % len(colours)] if f.name in names else "grey"
+
+    tl = axes[0]
+    for row, f in enumerate(findings):
+        spans = [(a - 0.5, b - a + 1) for a, b in _runs(f.iterations)]
+        tl.broken_barh(spans, (row - 0.35, 0.7), color=colour(f), alpha=0.8)
+    tl.set_yticks(range(len(findings)))
+    tl.set_yticklabels([f.title for f in findings], fontsize=8)
+    tl.set_ylim(rows - 0.5, -0.5)
+    tl.tick_params(axis="y", length=0)
+    if not findings:
+        tl.set_yticks([])
+        tl.text(0.5, 0.5, "no problem found", transform=tl.transAxes, ha="center",
+                va="center", fontsize=9)
+    for ax, (t, keys) in zip(axes[1:], panels):
+        for k in keys:
+            it, x = series(records, k)
+            ax.plot(it, x, label=k, lw=1.3, marker="." if x.size < 40 else None, ms=4)
+        if t == "KL":
+            ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_ylabel(t, fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+        for f in findings:
+            if t not in _FINDING_PANELS.get(f.name, set()):
+                continue
+            for a, b in _runs(f.iterations):
+                ax.axvspan(a - 0.5, b + 0.5, color=colour(f), alpha=0.15, lw=0)
+            ax.axvline(min(f.iterations), color=colour(f), ls="--", lw=1)
+    axes[-1].set_xlabel("iteration")
+    tl.set_title(title or ("no problem found" if not findings else
+                           f"{len(findings)} problem(s) found"), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _runs(iterations) -> list[tuple[int, int]]:
+    """Consecutive runs [(a, b), ...] of a sorted list of integers."""
+    out = []
+    for i in sorted(set(int(x) for x in iterations)):
+        if out and i == out[-1][1] + 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
+# ---------------------------------------------------------------- command line
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ppo_core doctor",
+        description="Read a JSONL metrics log written by ppo_core's trainers (one JSON object "
+                    "per iteration, keys such as losses/approx_kl, objective/kl, "
+                    "objective/proxy_reward) and name the training failures it shows: "
+                    + ", ".join(SIGNATURES.values()) + ". Each finding lists the iterations, "
+                    "the evidence and what to try.",
+        epilog="exit status: 0 no problem found, 1 problems found, 2 bad input (missing file, "
+               "not JSONL, no records)")
+    p.add_argument("log", metavar="LOG", help="path to the JSONL metrics log")
+    p.add_argument("--json", action="store_true",
+                   help="print the findings as one JSON object instead of text")
+    p.add_argument("--target-kl", type=float, default=None,
+                   help="the adaptive β controller's KL target, if the log does not record it")
+    p.add_argument("--plot", metavar="PNG", default=None,
+                   help="also save a figure of the metrics with the findings shaded")
+    return p
+
+
+def cli_main(argv=None) -> int:
+    """`python -m ppo_core doctor LOG [--json] [--target-kl X] [--plot PNG]`; returns the exit
+    status: 0 healthy, 1 problems found, 2 bad input."""
+    p = _parser()
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    try:
+        records = _records(args.log)
+        findings = diagnose(records, target_kl=args.target_kl)
+    except ValueError as e:
+        print(f"doctor: {e}", file=sys.stderr)
+        return 2
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"doctor: cannot read {args.log}: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"log": str(args.log), "healthy": not findings,
+                          "findings": [f.to_dict() for f in findings],
+                          "headline": headline(records)}, indent=2))
+    else:
+        print(f"{args.log}:")
+        print(report(findings, records))
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        fig = plot_findings(records, findings, title=Path(args.log).name)
+        fig.savefig(args.plot, dpi=110)
+    return 1 if findings else 0

@@ -1,0 +1,366 @@
+"""The doctor (`ppo_core.diagnostics`): each detector on small synthetic logs first — it fires on
+its own signature, names the right iterations, and stays silent on a healthy run — then, the
+real requirement, on the bank of logs written by ppo_core's own trainers (tests/log_bank)."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ppo_core import diagnostics as dg
+from ppo_core.metrics import MetricsLog, read_log
+
+BANK = Path(__file__).parent / "log_bank"
+N = 60
+
+
+# ------------------------------------------------------------------ synthetic logs
+
+def healthy(n=N, seed=0, rlhf=True):
+    """A run that learns: return rises and plateaus, small steady approx_kl and clipfrac,
+    entropy decays gently, the critic explains the returns, KL to π_ref rises to a plateau,
+    and (rlhf) proxy and gold rise together, samples vary."""
+    g = np.random.default_rng(seed)
+    recs = []
+    for i in range(n):
+        r = {
+            "iteration": i,
+            "charts/episodic_return": 20 + 380 * (1 - math.exp(-i / 12)) + g.normal(0, 8),
+            "losses/approx_kl": 0.01 * math.exp(g.normal(0, 0.4)),
+            "losses/clipfrac": 0.1 + g.normal(0, 0.02),
+            "losses/entropy": 0.3 + 0.39 * math.exp(-i / 25) + g.normal(0, 0.005),
+            "losses/explained_variance": min(0.95, 0.1 + i / 20) + g.normal(0, 0.03),
+            "losses/value_loss": 5 * math.exp(-i / 20) + 0.1 + abs(g.normal(0, 0.05)),
+            "objective/kl": 2 * (1 - math.exp(-i / 8)) + g.normal(0, 0.05),
+            "objective/beta": 0.05,
+        }
+        if rlhf:
+            r["objective/proxy_reward"] = 1.5 * (1 - math.exp(-i / 10)) + g.normal(0, 0.05)
+            r["objective/gold_reward"] = 0.8 * (1 - math.exp(-i / 10)) + g.normal(0, 0.05)
+            r["samples"] = [{"prompt": "p", "response": f"text {i} {k} {g.integers(1000)}"}
+                            for k in range(3)]
+        recs.append(r)
+    return recs
+
+
+def with_(recs, key, fn, start=0):
+    for i, r in enumerate(recs):
+        if i >= start:
+            r[key] = fn(i, r)
+    return recs
+
+
+def names(findings):
+    return {f.name for f in findings}
+
+
+# ------------------------------------------------------------------ healthy: nothing to say
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("rlhf", [True, False])
+def test_healthy_synthetic_runs_have_no_findings(seed, rlhf):
+    recs = healthy(seed=seed, rlhf=rlhf)
+    assert dg.diagnose(recs) == []
+    for name, fn in dg.DETECTORS.items():
+        assert fn(recs) is None, name
+    text = dg.report([], recs)
+    assert text.startswith("No problem found.") and "charts/episodic_return" in text
+
+
+# ------------------------------------------------------------------ one detector at a time
+
+def test_non_finite():
+    recs = with_(healthy(), "losses/value_loss", lambda i, r: float("nan") if i == 40 else r["losses/value_loss"])
+    f = dg.detect_non_finite(recs)
+    assert f is not None and f.iterations == [40] and "losses/value_loss" in f.evidence
+    recs = healthy()
+    recs[-1] = {"iteration": N - 1, "bandit/diverged": 1}
+    assert dg.detect_non_finite(recs).iterations == [N - 1]
+
+
+def test_non_finite_survives_the_jsonl_round_trip(tmp_path):
+    with MetricsLog(tmp_path / "x.jsonl") as log:
+        for r in with_(healthy(), "objective/kl", lambda i, r: float("inf") if i >= 50 else r["objective/kl"]):
+            log.write(r)
+    f = dg.detect_non_finite(read_log(tmp_path / "x.jsonl"))
+    assert f.iterations == list(range(50, N))
+
+
+def test_kl_blowup_approx_kl_runs_away():
+    recs = with_(healthy(), "losses/approx_kl", lambda i, r: 0.01 * math.exp((i - 30) / 4), start=30)
+    f = dg.detect_kl_blowup(recs)
+    assert f is not None and "losses/approx_kl" in f.evidence
+    assert min(f.iterations) >= 30                     # only the updates that blew up
+    # the same growth that stays below log(1.3) and well under 10x is not a blow-up
+    recs = with_(healthy(), "losses/approx_kl", lambda i, r: 0.01 + 0.0005 * i)
+    assert dg.detect_kl_blowup(recs) is None
+
+
+def test_kl_blowup_kl_to_reference_accelerates():
+    g = np.random.default_rng(1)
+    recs = with_(healthy(), "objective/kl", lambda i, r: 0.05 * i + 0.02 * math.exp(i / 7) + g.normal(0, 0.05))
+    f = dg.detect_kl_blowup(recs)
+    assert f is not None and "objective/kl" in f.evidence
+    assert min(f.iterations) >= 2 * N // 3 - 1
+    # linear growth that slows down (a plateau being approached) is not a blow-up
+    recs = with_(healthy(), "objective/kl", lambda i, r: 3 * math.sqrt(i) + g.normal(0, 0.05))
+    assert dg.detect_kl_blowup(recs) is None
+
+
+def test_kl_blowup_adaptive_target_lost():
+    recs = healthy()                                    # KL plateaus at 2
+    assert dg.detect_kl_blowup(recs, target_kl=1.0) is None
+    f = dg.detect_kl_blowup(recs, target_kl=0.5)        # 4x the target
+    assert f is not None and "objective/kl (target)" in f.evidence
+    recs = with_(healthy(), "objective/target_kl", lambda i, r: 0.5)
+    assert dg.detect_kl_blowup(recs) is not None        # target read from the log
+
+
+def test_destabilising_update():
+    recs = healthy(rlhf=False)
+    recs[35]["losses/approx_kl"], recs[35]["losses/clipfrac"] = 0.6, 0.55
+    with_(recs, "charts/episodic_return", lambda i, r: r["charts/episodic_return"] * 0.3, start=36)
+    f = dg.detect_destabilising_update(recs)
+    assert f is not None and f.iterations == [35]
+    assert {"losses/approx_kl", "losses/clipfrac", "charts/episodic_return"} <= set(f.evidence)
+    # the same spike without a drop afterwards is not destabilising
+    recs = healthy(rlhf=False)
+    recs[35]["losses/approx_kl"], recs[35]["losses/clipfrac"] = 0.6, 0.55
+    assert dg.detect_destabilising_update(recs) is None
+    # a drop that no spike explains is not either
+    recs = with_(healthy(rlhf=False), "charts/episodic_return",
+                 lambda i, r: r["charts/episodic_return"] * 0.3, start=36)
+    assert dg.detect_destabilising_update(recs) is None
+
+
+def test_destabilising_update_without_clip():
+    recs = with_(healthy(rlhf=False), "losses/clipfrac", lambda i, r: 0.0)
+    recs[35]["losses/approx_kl"] = 0.6
+    with_(recs, "charts/episodic_return", lambda i, r: r["charts/episodic_return"] * 0.3, start=36)
+    f = dg.detect_destabilising_update(recs)
+    assert f is not None and "clip is off" in f.evidence["losses/clipfrac"]
+
+
+def over_regularised(beta=5.0, seed=0):
+    g = np.random.default_rng(seed)
+    recs = healthy(rlhf=True, seed=seed)
+    with_(recs, "objective/beta", lambda i, r: beta)
+    with_(recs, "objective/kl", lambda i, r: 0.004 + g.normal(0, 0.002))
+    with_(recs, "losses/approx_kl", lambda i, r: 0.003 * math.exp(g.normal(0, 0.3)))
+    with_(recs, "objective/proxy_reward", lambda i, r: 0.1 + g.normal(0, 0.05))
+    with_(recs, "objective/gold_reward", lambda i, r: 0.05 + g.normal(0, 0.05))
+    with_(recs, "charts/episodic_return", lambda i, r: 20 + g.normal(0, 3))
+    return recs
+
+
+def test_over_regularisation():
+    f = dg.detect_over_regularisation(over_regularised())
+    assert f is not None and "objective/beta" in f.evidence
+    # β = 0: a stalled run is not over-regularised (something else is wrong)
+    assert dg.detect_over_regularisation(over_regularised(beta=0.0)) is None
+    # an adaptive β holds the KL at its target on purpose: the target is judged, not β
+    recs = with_(over_regularised(), "objective/beta", lambda i, r: 5.0 * 1.02 ** i)
+    assert dg.detect_over_regularisation(recs) is None
+    # reward moves: not over-regularised, even with KL ≈ 0
+    recs = with_(over_regularised(), "objective/proxy_reward", lambda i, r: i / 30)
+    assert dg.detect_over_regularisation(recs) is None
+
+
+def test_reward_hacking_gold_falls():
+    g = np.random.default_rng(3)
+    recs = with_(healthy(), "objective/proxy_reward", lambda i, r: i / 20 + g.normal(0, 0.05))
+    with_(recs, "objective/gold_reward",
+          lambda i, r: (0.8 * i / 25 if i < 25 else 0.8 - 0.03 * (i - 25)) + g.normal(0, 0.05))
+    f = dg.detect_reward_hacking(recs)
+    assert f is not None and "falls" in f.evidence["objective/gold_reward"]
+    assert 20 <= f.iterations[0] <= 30 and "samples" in f.evidence
+
+
+def test_reward_hacking_gold_stalls():
+    g = np.random.default_rng(4)
+    recs = with_(healthy(), "objective/proxy_reward", lambda i, r: i / 20 + g.normal(0, 0.05))
+    with_(recs, "objective/gold_reward", lambda i, r: min(i, 20) / 25 + g.normal(0, 0.05))
+    f = dg.detect_reward_hacking(recs)
+    assert f is not None and "stalls" in f.evidence["objective/gold_reward"]
+    # gold rising with the proxy is what RLHF should do
+    recs = with_(healthy(), "objective/gold_reward", lambda i, r: i / 40 + g.normal(0, 0.05))
+    with_(recs, "objective/proxy_reward", lambda i, r: i / 20 + g.normal(0, 0.05))
+    assert dg.detect_reward_hacking(recs) is None
+
+
+def test_negative_kl():
+    g = np.random.default_rng(5)
+    recs = with_(healthy(), "objective/kl", lambda i, r: -0.3 - 0.01 * i + g.normal(0, 0.05))
+    f = dg.detect_negative_kl(recs)
+    assert f is not None and "min" in f.evidence["objective/kl"]
+    # a KL ≈ 0 whose k1 estimates dip below zero by noise only is fine
+    recs = with_(healthy(), "objective/kl", lambda i, r: g.normal(0.0, 0.05))
+    assert dg.detect_negative_kl(recs) is None
+
+
+def test_entropy_collapse_abrupt_and_harmful():
+    recs = with_(healthy(rlhf=False), "losses/entropy", lambda i, r: 0.69 if i < 20 else 1e-4)
+    with_(recs, "charts/episodic_return", lambda i, r: 10.0 + i * 0.01, start=21)
+    f = dg.detect_entropy_collapse(recs)
+    assert f is not None and f.iterations[0] == 20
+    assert "removed" in f.evidence["losses/entropy"]
+
+
+def test_entropy_collapse_gradual_convergence_is_not():
+    # a policy that becomes deterministic gradually while return keeps its best: a solved task
+    recs = with_(healthy(rlhf=False), "losses/entropy", lambda i, r: 0.69 * math.exp(-i / 8))
+    assert dg.detect_entropy_collapse(recs) is None
+
+
+def test_mode_collapse_in_samples():
+    recs = healthy()
+    with_(recs, "samples", lambda i, r: [{"prompt": "p", "response": "great great great!"}] * 3,
+          start=N // 2)
+    f = dg.detect_entropy_collapse(recs)
+    assert f is not None and "same text" in f.evidence["samples"]
+
+
+def test_value_failure():
+    g = np.random.default_rng(6)
+    recs = with_(healthy(), "losses/explained_variance", lambda i, r: -0.05 + g.normal(0, 0.02))
+    # ... while the value loss still falls, the critic is learning: not (yet) a failure
+    assert dg.detect_value_failure(recs) is None
+    with_(recs, "losses/value_loss", lambda i, r: 3.0 + g.normal(0, 0.1))
+    f = dg.detect_value_failure(recs)
+    assert f is not None and min(f.iterations) >= int(N * 0.2)
+    # explained variance ≤ 0 only at the start, while the critic learns, is normal
+    recs = with_(healthy(), "losses/explained_variance", lambda i, r: -0.5 + i / 10 if i < 12 else 0.9)
+    assert dg.detect_value_failure(recs) is None
+    # value loss exploding with a poor critic
+    recs = with_(healthy(), "losses/value_loss", lambda i, r: 1.0 * 1.2 ** i)
+    with_(recs, "losses/explained_variance", lambda i, r: 0.2 + g.normal(0, 0.02))
+    f = dg.detect_value_failure(recs)
+    assert f is not None and "losses/value_loss" in f.evidence
+
+
+def test_report_and_plot_name_each_finding(tmp_path):
+    recs = with_(healthy(), "losses/approx_kl", lambda i, r: 0.01 * math.exp((i - 30) / 4), start=30)
+    with_(recs, "losses/explained_variance", lambda i, r: -0.05)
+    with_(recs, "losses/value_loss", lambda i, r: 3.0)
+    findings = dg.diagnose(recs)
+    assert names(findings) >= {"kl_blowup", "value_failure"}
+    text = dg.report(findings, recs)
+    assert "KL blow-up" in text and "Value function failing" in text and "Try:" in text
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = dg.plot_findings(recs, findings)
+    assert len(fig.axes) >= 4
+    fig.savefig(tmp_path / "f.png")
+
+
+# ------------------------------------------------------------------ the command line
+
+def _write(path, recs):
+    with MetricsLog(path) as log:
+        for r in recs:
+            log.write(r)
+    return path
+
+
+def test_cli_exit_codes_and_json(tmp_path, capsys):
+    ok = _write(tmp_path / "ok.jsonl", healthy())
+    bad = _write(tmp_path / "bad.jsonl",
+                 with_(with_(healthy(), "losses/explained_variance", lambda i, r: -0.05),
+                       "losses/value_loss", lambda i, r: 3.0))
+    assert dg.cli_main([str(ok)]) == 0
+    assert "No problem found." in capsys.readouterr().out
+    assert dg.cli_main([str(bad), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["healthy"] is False and out["findings"][0]["name"] == "value_failure"
+    assert out["findings"][0]["iterations"] and out["findings"][0]["fix"]
+    assert dg.cli_main([str(tmp_path / "missing.jsonl")]) == 2
+    (tmp_path / "text.jsonl").write_text("iteration,return\n1,2\n3,4\n")
+    assert dg.cli_main([str(tmp_path / "text.jsonl")]) == 2
+    (tmp_path / "empty.jsonl").write_text("")
+    assert dg.cli_main([str(tmp_path / "empty.jsonl")]) == 2
+    (tmp_path / "list.jsonl").write_text("[1, 2]\n[3]\n")
+    assert dg.cli_main([str(tmp_path / "list.jsonl")]) == 2
+    capsys.readouterr()
+    assert dg.cli_main(["--help"]) == 0
+    assert "exit status" in capsys.readouterr().out
+
+
+def test_cli_through_package_main(tmp_path, capsys):
+    from ppo_core.__main__ import main
+
+    bad = _write(tmp_path / "bad.jsonl", with_(with_(healthy(), "losses/explained_variance",
+                                                     lambda i, r: -0.05), "losses/value_loss",
+                                               lambda i, r: 3.0))
+    assert main(["doctor", str(bad), "--plot", str(tmp_path / "p.png")]) == 1
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_bad_input_to_diagnose():
+    with pytest.raises(ValueError, match="log"):
+        dg.diagnose(42)
+    with pytest.raises(ValueError, match="no records"):
+        dg.diagnose([])
+
+
+# ------------------------------------------------------------------ the bank of real logs
+
+def _manifest():
+    path = BANK / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+MANIFEST = _manifest()
+
+
+def test_bank_exists_and_is_small():
+    assert MANIFEST, "tests/log_bank/manifest.json is missing: run tests/log_bank/make_bank.py"
+    assert any(v.get("healthy", not v["planted"]) for v in MANIFEST.values()), "the bank needs healthy logs"
+    assert any(v["planted"] for v in MANIFEST.values()), "the bank needs failing logs"
+    for name in MANIFEST:
+        path = BANK / f"{name}.jsonl"
+        assert path.exists(), path
+        assert path.stat().st_size < 200_000, f"{path} is {path.stat().st_size} bytes"
+    planted = {p for v in MANIFEST.values() for p in v["planted"]}
+    assert planted <= set(dg.SIGNATURES), planted - set(dg.SIGNATURES)
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_bank_log(name):
+    """Every planted failure is named; a healthy log gets nothing at all."""
+    entry = MANIFEST[name]
+    findings = dg.diagnose(BANK / f"{name}.jsonl")
+    found = names(findings)
+    if entry.get("healthy", not entry["planted"]):
+        assert found == set(), dg.report(findings)
+    else:
+        missing = set(entry["planted"]) - found
+        assert not missing, f"{name}: missing {missing}\n{dg.report(findings)}"
+        unexpected = found - set(entry["planted"]) - set(entry.get("also", []))
+        assert not unexpected, f"{name}: unexpected {unexpected}\n{dg.report(findings)}"
+    assert dg.cli_main([str(BANK / f"{name}.jsonl")]) == (1 if found else 0)
+
+
+def test_unfrozen_reference_is_pointed_out():
+    g = np.random.default_rng(7)
+    recs = with_(healthy(), "objective/kl", lambda i, r: 0.0)
+    with_(recs, "objective/proxy_reward", lambda i, r: i / 20 + g.normal(0, 0.05))
+    with_(recs, "objective/gold_reward", lambda i, r: min(i, 20) / 25 + g.normal(0, 0.05))
+    f = dg.detect_reward_hacking(recs)
+    assert f is not None and "frozen" in f.evidence["objective/kl"]
+    # a KL that is exactly 0 because β = 0 and the log simply has no reference says nothing
+    with_(recs, "objective/beta", lambda i, r: 0.0)
+    assert "frozen" not in dg.detect_reward_hacking(recs).evidence["objective/kl"]
+
+
+def test_kl_blowup_per_token_beyond_entropy():
+    g = np.random.default_rng(8)
+    recs = with_(healthy(), "objective/beta", lambda i, r: 0.0)
+    with_(recs, "objective/kl_per_token", lambda i, r: 0.15 * i + g.normal(0, 0.1))   # → 9 nats
+    f = dg.detect_kl_blowup(recs)
+    assert f is not None and "objective/kl_per_token" in f.evidence
+    assert min(f.iterations) > 0                        # only where KL per token > entropy
+    # a KL per token that stays well below the entropy is a policy near its reference
+    with_(recs, "objective/kl_per_token", lambda i, r: 0.002 * i + g.normal(0, 0.01))
+    assert dg.detect_kl_blowup(recs) is None
