@@ -28,7 +28,7 @@ import torch
 
 from ._checks import as_tensor, non_negative, positive_finite
 from .kl_control import make_kl_controller
-from .losses import ppo_objective
+from .losses import categorical_kl, entropy_from_logits, ppo_objective
 from .metrics import MetricsLog
 
 __all__ = ["BernoulliBandit", "GaussianBandit", "make_bandit", "softmax_policy", "log_probs",
@@ -109,15 +109,14 @@ def log_probs(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
 
 
 def exact_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
-    """KL(p‖q) = Σ_a p(a) (log p(a) − log q(a)), exactly, over the last axis: `(*, A)` -> `(*)`."""
-    lp, lq = torch.log_softmax(logits_p, -1), torch.log_softmax(logits_q, -1)
-    return (lp.exp() * (lp - lq)).sum(-1)
+    """KL(p‖q) = Σ_a p(a) (log p(a) − log q(a)), exactly, over the last axis: `(*, A)` -> `(*)`.
+    (`ppo_core.losses.categorical_kl`, under the name chapter 01 uses.)"""
+    return categorical_kl(logits_p, logits_q)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """H(π_θ) = −Σ_a π(a) log π(a): `(*, A)` -> `(*)`."""
-    lp = torch.log_softmax(logits, -1)
-    return -(lp.exp() * lp).sum(-1)
+    """H(π_θ) = −Σ_a π(a) log π(a): `(*, A)` -> `(*)` (`ppo_core.losses.entropy_from_logits`)."""
+    return entropy_from_logits(logits)
 
 
 def kl_regularised_optimum(ref_logits: torch.Tensor, means: torch.Tensor, beta: float) -> torch.Tensor:

@@ -28,7 +28,7 @@ from .advantages import whiten
 from .checkpoint import (load_checkpoint, load_optimizer_tensors, optimizer_tensors,
                          save_checkpoint)
 from .kl_control import make_kl_controller
-from .losses import ppo_objective
+from .losses import categorical_kl, entropy_from_logits, ppo_objective
 from .metrics import MetricsLog
 from .rollout import (ActorCritic, EnvState, Rollout, collect_rollout, evaluate, make_envs,
                       rollout_advantages)
@@ -356,8 +356,8 @@ def _train(cfg: CartPoleConfig) -> TrainResult:
                     logp = logp_all.gather(1, b_act[mb, None]).squeeze(1)     # log π_θ(a|s)
                     kl = None
                     if b_ref is not None:            # exact KL(π_θ‖π_ref) = Σ_a π_θ(a)·log(π_θ(a)/π_ref(a))
-                        kl = (logp_all.exp() * (logp_all - torch.log_softmax(b_ref[mb], -1))).sum(-1)
-                    entropy = -(logp_all.exp() * logp_all).sum(-1)          # H(π_θ(·|s)), (b,)
+                        kl = categorical_kl(logits, b_ref[mb])
+                    entropy = entropy_from_logits(logits)                   # H(π_θ(·|s)), (b,)
                     if cfg.ent_coef == 0:
                         entropy = entropy.detach()          # logged only: skip its backward
                     loss, stats = ppo_objective(

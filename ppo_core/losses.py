@@ -26,7 +26,7 @@ from ._checks import (as_tensor, check_mask, finite_tensor, non_negative, positi
 from .masking import _mean, masked_mean
 
 __all__ = ["clipped_surrogate", "kl_estimate", "kl_penalty", "value_loss",
-           "entropy_from_logits", "ppo_objective", "MAX_LOG_RATIO"]
+           "entropy_from_logits", "categorical_kl", "ppo_objective", "MAX_LOG_RATIO"]
 
 #: Log-ratios are bounded to ±MAX_LOG_RATIO in the *value* used for exp(), with the gradient
 #: passed straight through, so that a ratio of e^100 gives a finite loss and a finite,
@@ -39,7 +39,7 @@ def _bounded(log_ratio: torch.Tensor) -> torch.Tensor:
     return log_ratio + (log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO) - log_ratio).detach()
 
 
-def _per_sample(name: str, x, like: torch.Tensor | None = None) -> torch.Tensor:
+def _per_sample(name: str, x) -> torch.Tensor:
     t = finite_tensor(as_tensor(x, name), name)
     if not t.is_floating_point():
         t = t.float()
@@ -66,7 +66,9 @@ def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None):
 
     Returns:
         (loss, stats): loss a 0-dim tensor; stats floats `policy_loss`, `clipfrac`
-        (fraction of samples where the clip is active), `approx_kl` (k1 mean of
+        (fraction of samples where the clipped branch is the minimum, i.e. where the clip
+        stops the gradient; CleanRL counts |r − 1| > ε instead, which also includes samples
+        whose advantage sign makes the clip irrelevant), `approx_kl` (k1 mean of
         old_logp − logp), `approx_kl_k3` (mean of (r−1) − log r, ≥ 0), `ratio_mean`,
         `ratio_max`, `ratio_min`.
     """
@@ -221,6 +223,22 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     finite_tensor(logits, "logits")
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(dim=-1)
+
+
+def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """Exact KL(p‖q) between the categorical distributions that two sets of logits define,
+    for small action sets where the sum over actions is cheap (bandit, CartPole).
+
+        KL(p‖q) = Σ_a p(a) (log p(a) − log q(a)),   p = softmax(logits_p), q = softmax(logits_q)
+
+    Args: logits_p, logits_q `(*, A)`. Returns `(*)`, ≥ 0.
+    """
+    if not isinstance(logits_p, torch.Tensor) or not isinstance(logits_q, torch.Tensor):
+        raise ValueError("logits_p and logits_q must be tensors with the action axis last")
+    same_shape("logits_p", logits_p, "logits_q", logits_q)
+    lp = torch.log_softmax(finite_tensor(logits_p, "logits_p").float(), dim=-1)
+    lq = torch.log_softmax(finite_tensor(logits_q, "logits_q").float(), dim=-1)
+    return (lp.exp() * (lp - lq)).sum(dim=-1)
 
 
 def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,

@@ -33,16 +33,15 @@ import contextlib
 import copy
 import dataclasses
 import json
-import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ._checks import non_negative, positive_finite, unit_interval
+from ._checks import finite_tensor, non_negative, positive_finite, unit_interval
 from .advantages import gae
 from .kl_control import make_kl_controller
 from .losses import entropy_from_logits, kl_estimate, ppo_objective
@@ -224,9 +223,10 @@ def load_policy_and_tokenizer(model: str = "tiny", device=None):
     if name == "tiny":
         lm, tok = text.load_policy("tiny", device=dev)
     elif name == "gpt2":
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
         try:
-            lm = AutoModelForCausalLM.from_pretrained("gpt2")
-            tok = AutoTokenizer.from_pretrained("gpt2")
+            lm = AutoModelForCausalLM.from_pretrained("gpt2", local_files_only=offline)
+            tok = AutoTokenizer.from_pretrained("gpt2", local_files_only=offline)
         except (OSError, ValueError):                    # no hub, nothing in the HF cache
             local = cache_dir() / "gpt2_small"
             if (local / "config.json").is_file():
@@ -238,6 +238,7 @@ def load_policy_and_tokenizer(model: str = "tiny", device=None):
                 _, tok = text.load_policy("tiny", device="cpu")
                 lm = GPT2LMHeadModel(text.gpt2_small_config(len(tok)))
         lm.to(dev)
+        lm.eval()
     else:
         if not Path(name).exists():
             raise ValueError(f"model must be 'tiny', 'gpt2' or an existing path, got {name!r}")
@@ -455,6 +456,9 @@ def score_rollout(rollout: Rollout, policy: CausalLMWithValueHead, ref_model,
                          f"shape {tuple(rollout.scores.shape)}")
     if gold_fn is not None:
         rollout.gold = torch.as_tensor(gold_fn(texts), dtype=torch.float32).to(device).reshape(-1)
+        if rollout.gold.shape[0] != len(texts):
+            raise ValueError(f"gold_fn must return one score per text ({len(texts)}), got "
+                             f"shape {tuple(rollout.gold.shape)}")
     return rollout
 
 
@@ -473,6 +477,15 @@ def token_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: to
     dones `(B, T)` with 1 at each response's last token).
     """
     beta = non_negative(beta, "beta")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+        raise ValueError(f"mask must be a (B, T) tensor, got shape {tuple(getattr(mask, 'shape', ()))}")
+    if tuple(logprobs.shape) != tuple(mask.shape):
+        raise ValueError(f"logprobs must have the mask's shape {tuple(mask.shape)}, "
+                         f"got {tuple(logprobs.shape)}")
+    scores = finite_tensor(torch.as_tensor(scores, dtype=torch.float32), "scores")
+    if tuple(scores.shape) != (mask.shape[0],):
+        raise ValueError(f"scores must have shape ({mask.shape[0]},), one per response, "
+                         f"got {tuple(scores.shape)}")
     mask = mask.bool()
     kl = kl_estimate(logprobs, ref_logprobs, kl_estimator)               # (B, T)
     kl = torch.where(mask, kl, torch.zeros_like(kl))
@@ -584,9 +597,13 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
     if ref_model is None:
         ref_model = _reference_copy(lm)
     ref_model.to(device)
+    ref_model.eval()                                  # π_ref is frozen: no dropout, no grads
+    ref_model.requires_grad_(False)
     if not isinstance(policy, CausalLMWithValueHead):
         policy = CausalLMWithValueHead(lm)
-        head = Path(str(cfg.model)) / VALUE_HEAD_FILE               # resuming a checkpoint
+        # starting from a checkpoint: its value head comes along; π_ref is the checkpoint's
+        # policy (a new run from that policy, like SFT → RLHF), not the original model
+        head = Path(str(cfg.model)) / VALUE_HEAD_FILE
         if cfg.model not in ("tiny", "gpt2") and head.is_file():
             from safetensors.torch import load_file
 
@@ -683,9 +700,10 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
                 episodes += cfg.batch_size
                 n_tokens = int(mask.sum())
                 mean = {k: sum(v) / len(v) for k, v in stats_acc.items()}
-                ev_var = torch.var(returns[mask])
-                explained = float(1 - torch.var(returns[mask] - old_values[mask]) / ev_var) \
-                    if float(ev_var) > 0 else float("nan")
+                # 1 − Var(R − V)/Var(R); 0 when R has no spread (one token, equal returns)
+                ev_var = torch.var(returns[mask], unbiased=False)
+                explained = float(1 - torch.var(returns[mask] - old_values[mask], unbiased=False)
+                                  / ev_var) if float(ev_var) > 0 else 0.0
                 dt = t_update - t0
                 record = {
                     "iteration": it,

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppo_core.losses import (MAX_LOG_RATIO, clipped_surrogate, entropy_from_logits, kl_estimate,
+from ppo_core.losses import (MAX_LOG_RATIO, categorical_kl, clipped_surrogate, entropy_from_logits, kl_estimate,
                              kl_penalty, ppo_objective, value_loss)
 
 RATIOS = [0.5, 1.0, 1.5]
@@ -192,3 +192,13 @@ def test_ppo_objective_uses_exact_kl_when_given():
 def test_stats_are_detached_floats():
     _, stats = ppo_objective(torch.zeros(3, requires_grad=True), torch.zeros(3), torch.ones(3))
     assert all(isinstance(v, float) for v in stats.values())
+
+
+def test_categorical_kl_is_exact_and_zero_on_equal_inputs():
+    p = torch.tensor([0.2, 0.3, 0.5])
+    q = torch.tensor([0.6, 0.3, 0.1])
+    exact = float((p * (p / q).log()).sum())
+    assert categorical_kl(p.log(), q.log()).item() == pytest.approx(exact, rel=1e-6)
+    assert categorical_kl(p.log(), p.log() + 3.0).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="logits_q"):
+        categorical_kl(p.log(), torch.zeros(2))

@@ -13,16 +13,6 @@ from ppo_core.value_head import (CausalLMWithValueHead, ValueHead, hidden_size_o
                                  position_ids_from_mask)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these models are small, and on a shared 2-core machine two threads
-    contend with every other process (5x slower for the 124M shape under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny_llama(vocab=97):
     from transformers import LlamaConfig, LlamaForCausalLM
 
