@@ -72,15 +72,21 @@ def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None):
         old_logp − logp), `approx_kl_k3` (mean of (r−1) − log r, ≥ 0), `ratio_mean`,
         `ratio_max`, `ratio_min`.
     """
+    logp, old_logp, advantages, eps, m = _surrogate_inputs(logp, old_logp, advantages,
+                                                           clip_eps, mask)
+    loss, stats = _clipped_surrogate(logp, old_logp, advantages, eps, m)
+    return loss, _floats(stats)
+
+
+def _surrogate_inputs(logp, old_logp, advantages, clip_eps, mask):
+    """Validate the inputs shared by `clipped_surrogate` and `ppo_objective`."""
     logp = _per_sample("logp", logp)
     old_logp = _per_sample("old_logp", old_logp)
     advantages = _per_sample("advantages", advantages)
     same_shape("logp", logp, "old_logp", old_logp)
     same_shape("logp", logp, "advantages", advantages)
     eps = positive_finite(clip_eps, "clip_eps", allow_none=True)
-    m = check_mask(mask, logp)
-    loss, stats = _clipped_surrogate(logp, old_logp, advantages, eps, m)
-    return loss, _floats(stats)
+    return logp, old_logp, advantages, eps, check_mask(mask, logp)
 
 
 def _clipped_surrogate(logp, old_logp, advantages, eps, m):
@@ -273,13 +279,8 @@ def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
     beta = non_negative(beta, "beta")
     vf_coef = non_negative(vf_coef, "vf_coef")
     ent_coef = non_negative(ent_coef, "ent_coef")
-    logp = _per_sample("logp", logp)
-    old_logp = _per_sample("old_logp", old_logp)
-    advantages = _per_sample("advantages", advantages)
-    same_shape("logp", logp, "old_logp", old_logp)
-    same_shape("logp", logp, "advantages", advantages)
-    eps = positive_finite(clip_eps, "clip_eps", allow_none=True)
-    m = check_mask(mask, logp)
+    logp, old_logp, advantages, eps, m = _surrogate_inputs(logp, old_logp, advantages,
+                                                           clip_eps, mask)
     loss, stats = _clipped_surrogate(logp, old_logp, advantages, eps, m)
 
     if kl is not None:
