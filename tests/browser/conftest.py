@@ -74,9 +74,11 @@ def playwright_sync():
         pytest.skip(f"playwright not importable after install: {exc}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_context(playwright_sync):
-    """A persistent Chromium context with a new, empty profile directory (removed after)."""
+    """A persistent Chromium context with a new, empty profile directory (removed after).
+    Module-scoped, so Chromium is closed as soon as the browser tests are done instead of
+    idling through the rest of the suite."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"no Chromium at {CHROMIUM}")
     profile = tempfile.mkdtemp(prefix="ppo-course-chromium-")
