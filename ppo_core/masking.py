@@ -15,7 +15,8 @@ import torch
 
 from ._checks import as_tensor, check_mask, finite_tensor
 
-__all__ = ["masked_mean", "masked_var", "masked_whiten", "logprobs_from_logits"]
+__all__ = ["masked_mean", "masked_var", "masked_whiten", "logprobs_from_logits",
+           "position_ids_from_mask"]
 
 
 def masked_mean(values, mask=None, axis=None) -> torch.Tensor:
@@ -122,3 +123,20 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Te
         logits = logits.float()
     logp = torch.log_softmax(logits, dim=-1)                           # (B, T, V)
     return torch.gather(logp, -1, tokens.long().unsqueeze(-1)).squeeze(-1)   # (B, T)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for a left-padded batch: the first real token gets position 0.
+
+        pos[b, t] = (Σ_{s≤t} mask[b, s]) − 1,  and 0 on padding (any value there is masked)
+
+    Args: attention_mask `(B, T)` of 0/1.
+    Returns: `(B, T)` long tensor.
+    """
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be a (B, T) tensor, got "
+                         f"{type(attention_mask).__name__} of shape "
+                         f"{tuple(getattr(attention_mask, 'shape', ()))}")
+    mask = attention_mask.long()
+    pos = mask.cumsum(dim=-1) - 1
+    return pos.clamp(min=0).masked_fill(mask == 0, 0)

@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from ._checks import positive_finite, non_negative
+from .masking import position_ids_from_mask
 
 __all__ = ["gold_score", "SimulatedAnnotator", "RewardModel", "RewardSpec", "reward_spec",
            "reward_model_path", "load_reward_model", "train_reward_model",
@@ -195,7 +196,7 @@ class RewardModel(nn.Module):
             raise ValueError(f"input_ids and attention_mask must both be (B, T), got "
                              f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
         mask = attention_mask.long()
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)              # (B, T)
+        position_ids = position_ids_from_mask(mask)                     # (B, T)
         h = self.backbone(input_ids=input_ids, attention_mask=mask,
                           position_ids=position_ids).last_hidden_state  # (B, T, H)
         idx = last_token_index(mask)                                    # (B,)

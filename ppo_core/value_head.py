@@ -27,26 +27,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .masking import position_ids_from_mask
+
 __all__ = ["ValueHead", "CausalLMWithValueHead", "position_ids_from_mask", "hidden_size_of"]
 
 VALUE_HEAD_FILE = "value_head.safetensors"
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids for a left-padded batch: the first real token gets position 0.
-
-        pos[b, t] = (Σ_{s≤t} mask[b, s]) − 1,  and 0 on padding (any value there is masked)
-
-    Args: attention_mask `(B, T)` of 0/1.
-    Returns: `(B, T)` long tensor.
-    """
-    if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 2:
-        raise ValueError(f"attention_mask must be a (B, T) tensor, got "
-                         f"{type(attention_mask).__name__} of shape "
-                         f"{tuple(getattr(attention_mask, 'shape', ()))}")
-    mask = attention_mask.long()
-    pos = mask.cumsum(dim=-1) - 1
-    return pos.clamp(min=0).masked_fill(mask == 0, 0)
 
 
 def hidden_size_of(config) -> int:
