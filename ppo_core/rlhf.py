@@ -597,8 +597,9 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
     if ref_model is None:
         ref_model = _reference_copy(lm)
     ref_model.to(device)
-    ref_model.eval()                                  # π_ref is frozen: no dropout, no grads
-    ref_model.requires_grad_(False)
+    ref_model.eval()              # π_ref: no dropout; it is only ever run under no_grad and
+                                  # never given to the optimiser (its requires_grad is left
+                                  # alone: the caller's model may be copied into a policy)
     if not isinstance(policy, CausalLMWithValueHead):
         policy = CausalLMWithValueHead(lm)
         # starting from a checkpoint: its value head comes along; π_ref is the checkpoint's
@@ -621,7 +622,11 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
     if len(prompts) < 1:
         raise ValueError("prompts must not be empty")
     kl_ctl = make_kl_controller(cfg.beta, cfg.target_kl, cfg.kl_horizon)
-    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    if not any(p.requires_grad for p in policy.pretrained_model.parameters()):
+        raise ValueError("the policy has no trainable parameter (requires_grad is False "
+                         "everywhere): was it copied from a frozen model?")
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
     log = MetricsLog(cfg.log_path)
     gen = torch.Generator().manual_seed(cfg.seed)
 

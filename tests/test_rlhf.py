@@ -301,3 +301,20 @@ def test_adaptive_beta_moves_towards_the_target(tiny, prompts):
     for rec, nxt in zip(res.records[1:], betas[2:]):
         err = min(max(rec["objective/kl"] / 1e-3 - 1, -0.2), 0.2)
         assert abs(nxt - rec["objective/beta"] * (1 + err * 4 / 20)) < 1e-9
+
+
+def test_reference_passed_in_is_left_usable_and_a_frozen_policy_is_refused(tiny, prompts):
+    import copy
+
+    model, tok = tiny
+    ref = copy.deepcopy(model)
+    cfg = RLHFConfig(steps=1, batch_size=4, minibatch_size=4, response_len=4, ppo_epochs=1,
+                     progress=False, device="cpu")
+    rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, ref_model=ref,
+               reward_fn=_gold, gold_fn=_gold, prompts=prompts)
+    assert not ref.training                                     # π_ref scored without dropout
+    assert all(p.requires_grad for p in ref.parameters())       # a copy of it can still learn
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        rlhf.train(cfg, policy=frozen, tokenizer=tok, ref_model=ref, reward_fn=_gold,
+                   gold_fn=_gold, prompts=prompts)
