@@ -76,8 +76,9 @@ def lab(args) -> int:
 
 def test(args) -> int:
     py = ensure_env()
+    # one build thread: the cached models come out the same whatever else the machine runs
     env = dict(os.environ, PPO_COURSE_FAST="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               MPLBACKEND="Agg", PYTHONHASHSEED="0")
+               MPLBACKEND="Agg", PYTHONHASHSEED="0", PPO_COURSE_BUILD_THREADS="1")
     # with no arguments: every unit test and every notebook; otherwise pytest's own arguments
     targets = list(args) or ["tests", "chapters", "exercises"]
     cmd = [py, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "--durations=15",
