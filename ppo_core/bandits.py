@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
+from ._runtime import torch_threads
 from ._checks import as_tensor, non_negative, positive_finite
 from .kl_control import make_kl_controller
 from .losses import categorical_kl, entropy_from_logits, ppo_objective
@@ -299,18 +299,6 @@ class _AdamStep:
             theta.sub_(lr * m_hat / (v_hat.sqrt() + 1e-8))
 
 
-@contextmanager
-def _one_thread():
-    """Run tiny-tensor code on one intra-op thread: on a busy 2-core machine, extra threads
-    only add synchronisation (measured: 10x slower runs once π saturates)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def train_bandit_ppo(bandit, cfg: BanditPPOConfig = BanditPPOConfig(), log_path=None,
                      log: MetricsLog | None = None) -> list[dict]:
     """Train a softmax policy on `bandit` with PPO's composite objective; return the records.
@@ -337,7 +325,7 @@ def train_bandit_ppo(bandit, cfg: BanditPPOConfig = BanditPPOConfig(), log_path=
     A diverged run (θ non-finite or a logit gap > max_logit_gap) writes one last record with
     `bandit/diverged` = 1 and stops. `log_path` (or an open `log`) also writes JSONL.
     """
-    with _one_thread():
+    with torch_threads(1):          # tiny tensors: extra threads only add synchronisation
         return _train(bandit, cfg, log_path, log)
 
 

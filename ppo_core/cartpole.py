@@ -28,6 +28,7 @@ from .advantages import whiten
 from .checkpoint import (load_checkpoint, load_optimizer_tensors, optimizer_tensors,
                          save_checkpoint)
 from .kl_control import make_kl_controller
+from ._runtime import torch_threads
 from .losses import categorical_kl, entropy_from_logits, ppo_objective
 from .metrics import MetricsLog
 from .rollout import (ActorCritic, EnvState, Rollout, collect_rollout, evaluate, make_envs,
@@ -253,12 +254,8 @@ def train(config: CartPoleConfig | None = None, **overrides) -> TrainResult:
             raise ValueError(f"unknown config field {k!r}")
         setattr(cfg, k, v)
     cfg.validate()
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _train(cfg)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _train(cfg: CartPoleConfig) -> TrainResult:

@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from ._checks import positive_finite, non_negative
+from ._runtime import resolve_device
 from .masking import position_ids_from_mask
 
 __all__ = ["gold_score", "SimulatedAnnotator", "RewardModel", "RewardSpec", "reward_spec",
@@ -248,8 +249,7 @@ class RewardModel(nn.Module):
         rm = cls(backbone, tok, offset=meta["offset"])
         rm.head.load_state_dict(load_file(str(directory / "reward_head.safetensors")))
         rm.metrics, rm.bias = meta.get("metrics", {}), meta.get("bias")
-        from .text import _resolve_device
-        return rm.to(_resolve_device(device)).eval()
+        return rm.to(resolve_device(device)).eval()
 
 
 # ----------------------------------------------------------------------------------------
@@ -281,8 +281,8 @@ class RewardSpec:
     version: int = 2
 
     def key(self) -> str:
-        import hashlib
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        from .text import spec_key
+        return spec_key(self)
 
 
 def reward_spec(bias: str | None = None) -> RewardSpec:

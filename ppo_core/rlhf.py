@@ -42,12 +42,13 @@ from typing import Callable
 import torch
 
 from ._checks import finite_tensor, non_negative, positive_finite, unit_interval
+from ._runtime import resolve_device
 from .advantages import gae
 from .kl_control import make_kl_controller
 from .losses import entropy_from_logits, kl_estimate, ppo_objective
 from .masking import logprobs_from_logits, masked_mean, masked_whiten
 from .metrics import MetricsLog
-from .value_head import VALUE_HEAD_FILE, CausalLMWithValueHead, position_ids_from_mask
+from .value_head import CausalLMWithValueHead, position_ids_from_mask
 
 __all__ = ["RLHFConfig", "RLHFResult", "Rollout", "train", "load_policy_and_tokenizer",
            "sample_responses", "response_mask", "sequence_logprobs", "score_rollout",
@@ -189,12 +190,6 @@ class RLHFResult:
 # Models
 # --------------------------------------------------------------------------------------------
 
-def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _prepare_tokenizer(tokenizer):
     """Left padding (generation appends on the right); pad = EOS when there is no pad."""
     tokenizer.padding_side = "left"
@@ -216,7 +211,7 @@ def load_policy_and_tokenizer(model: str = "tiny", device=None):
 
     from . import cache_dir, text
 
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if not isinstance(model, (str, os.PathLike)) or not str(model):
         raise ValueError(f"model must be 'tiny', 'gpt2' or a path, got {model!r}")
     name = str(model)
@@ -581,7 +576,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
     cfg = config if config is not None else RLHFConfig()
     if not isinstance(cfg, RLHFConfig):
         raise ValueError(f"config must be an RLHFConfig, got {type(cfg).__name__}")
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
     torch.manual_seed(cfg.seed)
 
@@ -604,11 +599,8 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
         policy = CausalLMWithValueHead(lm)
         # starting from a checkpoint: its value head comes along; π_ref is the checkpoint's
         # policy (a new run from that policy, like SFT → RLHF), not the original model
-        head = Path(str(cfg.model)) / VALUE_HEAD_FILE
-        if cfg.model not in ("tiny", "gpt2") and head.is_file():
-            from safetensors.torch import load_file
-
-            policy.v_head.load_state_dict(load_file(str(head)))
+        if cfg.model not in ("tiny", "gpt2"):
+            policy.load_value_head(cfg.model)
     policy.to(device)
     policy.eval()                 # dropout off: the ratio must be exactly 1 before a step
     if reward_fn is None or gold_fn is None:

@@ -42,6 +42,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ._runtime import resolve_device, torch_threads  # noqa: F401  (torch_threads re-exported)
+
 __all__ = ["build_corpus", "build_prompts", "train_tokenizer", "TinyGPT2Spec", "tiny_gpt2_spec",
            "tiny_gpt2_path", "load_policy", "gpt2_small_config", "EOS", "verify_artifact",
            "cache_lock", "atomic_build", "torch_threads"]
@@ -583,8 +585,13 @@ class TinyGPT2Spec:
     version: int = _CORPUS_VERSION
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:10]
+        return spec_key(self)
+
+
+def spec_key(spec) -> str:
+    """Ten hex digits of the SHA-256 of a spec dataclass's fields: the cache directory name."""
+    blob = json.dumps(asdict(spec), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
 
 
 def tiny_gpt2_spec() -> TinyGPT2Spec:
@@ -691,21 +698,6 @@ def _build_tiny_gpt2(out_dir: Path, spec: TinyGPT2Spec) -> dict:
     return info
 
 
-@contextlib.contextmanager
-def torch_threads(n: int = 1):
-    """Run the body with `torch.set_num_threads(n)`, then restore. One thread is the default
-    for the course's small builds: on a shared two-core machine two OpenMP threads of such
-    small matrices spin against each other and run up to 10× slower than one."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _build_threads() -> int:
     """Threads for the builds: `$PPO_COURSE_BUILD_THREADS`, else 2 on an idle machine with
     at least two cores and 1 on a busy one (1-minute load average ≥ 1)."""
@@ -743,13 +735,6 @@ def tiny_gpt2_path(rebuild: bool = False) -> Path:
     return final
 
 
-def _resolve_device(device):
-    import torch
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def load_policy(name_or_path: str = "tiny", device=None, dtype=None):
     """Load a causal LM and its tokenizer, the same way for the tiny GPT-2 and for `gpt2`.
 
@@ -780,7 +765,7 @@ def load_policy(name_or_path: str = "tiny", device=None, dtype=None):
     model = AutoModelForCausalLM.from_pretrained(path, **mkw)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
-    model.to(_resolve_device(device)).eval()
+    model.to(resolve_device(device)).eval()
     return model, tok
 
 

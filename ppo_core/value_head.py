@@ -110,12 +110,18 @@ class CausalLMWithValueHead(nn.Module):
         if device is not None:
             model.to(device)
         wrapped = cls(model)
-        head = Path(str(name_or_path)) / VALUE_HEAD_FILE
-        if head.is_file():
-            from safetensors.torch import load_file
-
-            wrapped.v_head.load_state_dict(load_file(str(head), device=str(wrapped.device)))
+        wrapped.load_value_head(name_or_path)
         return wrapped
+
+    def load_value_head(self, folder) -> bool:
+        """Load `folder/value_head.safetensors` into the head if it exists; True if it did."""
+        head = Path(str(folder)) / VALUE_HEAD_FILE
+        if not head.is_file():
+            return False
+        from safetensors.torch import load_file
+
+        self.v_head.load_state_dict(load_file(str(head), device=str(self.device)))
+        return True
 
     def save_pretrained(self, path) -> Path:
         """Write the model (`save_pretrained`, safetensors) and `value_head.safetensors`."""

@@ -1,0 +1,29 @@
+"""Where torch runs: the device to use and how many CPU threads. Shared by every trainer."""
+
+from __future__ import annotations
+
+import contextlib
+
+
+def resolve_device(device=None):
+    """`torch.device(device)`, or CUDA when available and `device` is None, else the CPU."""
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = 1):
+    """Run the body with `torch.set_num_threads(n)`, then restore. One thread is the default
+    for the course's small models: on a shared two-core machine two OpenMP threads of such
+    small matrices spin against each other and run up to 10× slower than one."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
