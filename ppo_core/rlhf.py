@@ -252,14 +252,21 @@ def _reference_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 def save_policy(policy: CausalLMWithValueHead, tokenizer, path, config: RLHFConfig | None = None,
                 state: dict | None = None) -> Path:
-    """Checkpoint: `save_pretrained` (safetensors) + value head + tokenizer + run config."""
-    path = Path(path)
-    policy.save_pretrained(path)
-    tokenizer.save_pretrained(str(path))
+    """Checkpoint: `save_pretrained` (safetensors) + value head + tokenizer + run config.
+
+    Written into a temporary folder and renamed into place (`text.atomic_build`), so an
+    interrupted save never leaves a model and a value head from different iterations."""
+    from .text import atomic_build
+
     meta = {"config": dataclasses.asdict(config) if config is not None else {},
             "state": state or {}}
-    (path / "rlhf_config.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    return path
+
+    def write(tmp: Path) -> None:
+        policy.save_pretrained(tmp)
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "rlhf_config.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+    return atomic_build(Path(path), write, {"kind": "rlhf checkpoint"})
 
 
 # --------------------------------------------------------------------------------------------
