@@ -48,7 +48,7 @@ from .kl_control import make_kl_controller
 from .losses import entropy_from_logits, kl_estimate, ppo_objective
 from .masking import logprobs_from_logits, masked_mean, masked_whiten
 from .metrics import MetricsLog
-from .value_head import CausalLMWithValueHead, position_ids_from_mask
+from .value_head import CausalLMWithValueHead, lm_forward, position_ids_from_mask
 
 __all__ = ["RLHFConfig", "RLHFResult", "Rollout", "train", "load_policy_and_tokenizer",
            "sample_responses", "response_mask", "sequence_logprobs", "score_rollout",
@@ -201,15 +201,14 @@ def _prepare_tokenizer(tokenizer):
 def load_policy_and_tokenizer(model: str = "tiny", device=None):
     """(causal LM, tokenizer) for `model` = "tiny", "gpt2" or a local path.
 
-    "gpt2" loads the hub's `gpt2` with `from_pretrained` where a hub is reachable. Offline,
-    it loads a 124M GPT-2 pre-trained on the course corpus from `cache_dir()/gpt2_small`
-    if one was saved there, else the 124M architecture (`text.gpt2_small_config`) with
-    random weights and the course tokenizer: enough to prove the code path and measure
-    speed, not to produce readable text.
+    "gpt2" loads the hub's `gpt2` with `from_pretrained` where a hub is reachable (or the
+    Hugging Face cache has it). Where neither is, it loads GPT-2 small's architecture
+    pre-trained on the course corpus (`text.gpt2_small_path()`, built once: about half a
+    minute on a GPU, 20–25 minutes on two CPU cores), with the course tokenizer.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from . import cache_dir, text
+    from . import text
 
     dev = resolve_device(device)
     if not isinstance(model, (str, os.PathLike)) or not str(model):
@@ -222,18 +221,9 @@ def load_policy_and_tokenizer(model: str = "tiny", device=None):
         try:
             lm = AutoModelForCausalLM.from_pretrained("gpt2", local_files_only=offline)
             tok = AutoTokenizer.from_pretrained("gpt2", local_files_only=offline)
+            lm.to(dev).eval()
         except (OSError, ValueError):                    # no hub, nothing in the HF cache
-            local = cache_dir() / "gpt2_small"
-            if (local / "config.json").is_file():
-                lm = AutoModelForCausalLM.from_pretrained(str(local))
-                tok = AutoTokenizer.from_pretrained(str(local))
-            else:
-                from transformers import GPT2LMHeadModel
-
-                _, tok = text.load_policy("tiny", device="cpu")
-                lm = GPT2LMHeadModel(text.gpt2_small_config(len(tok)))
-        lm.to(dev)
-        lm.eval()
+            lm, tok = text.load_policy(text.gpt2_small_path(), device=dev)
     else:
         if not Path(name).exists():
             raise ValueError(f"model must be 'tiny', 'gpt2' or an existing path, got {name!r}")
@@ -332,6 +322,12 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for the GPU's queue, so that the perf/* clocks time the work, not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def sample_responses(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
                      temperature: float = 1.0, bf16: bool = False,
@@ -341,6 +337,9 @@ def sample_responses(model, tokenizer, prompts: list[str], max_new_tokens: int =
     Pure sampling from softmax(logits / temperature): no top-k, no top-p, no repetition
     penalty, so the log-probabilities recomputed later are those of the sampling policy.
     `generate` derives position ids from the attention mask, as `sequence_logprobs` does.
+    Under bf16 the sampling logits come from the model's own (bf16) head, while the
+    log-probs PPO uses are re-scored with a float32 head (`value_head.lm_forward`): the
+    samples are from a policy a few thousandths of a nat away, which the ratio ignores.
 
     Args:
         model: a causal LM or `CausalLMWithValueHead`.
@@ -418,14 +417,15 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         raise ValueError(f"n_prompt must be an int in [1, {input_ids.shape[1] - 1}], got {n_prompt!r}")
     device = input_ids.device
     position_ids = position_ids_from_mask(attention_mask)
-    with _autocast(device, bf16):
+    with _autocast(device, bf16):                 # the LM head in float32 (see lm_forward)
         if isinstance(model, CausalLMWithValueHead):
-            logits, values = model(input_ids, attention_mask, position_ids, return_values=with_values)
+            logits, values = model(input_ids, attention_mask, position_ids,
+                                   return_values=with_values, fp32_head=bf16)
         else:
             if with_values:
                 raise ValueError("with_values=True needs a CausalLMWithValueHead")
-            logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                           position_ids=position_ids, use_cache=False).logits
+            logits, _ = lm_forward(model, input_ids, attention_mask, position_ids,
+                                   fp32_head=bf16)
             values = None
     logits = logits[:, n_prompt - 1:-1].float() / temperature          # position t scores t+1
     tokens = input_ids[:, n_prompt:]                                     # (B, T)
@@ -636,6 +636,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
     try:
         for it in bar:
             try:
+                _sync(device)
                 t0 = time.perf_counter()
                 # ---- 1. roll out ---------------------------------------------------------------
                 idx = torch.randperm(len(prompts), generator=gen)[:cfg.batch_size]
@@ -644,6 +645,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
                 batch_prompts = [prompts[i] for i in idx.tolist()]
                 ro = sample_responses(policy, tokenizer, batch_prompts, cfg.response_len,
                                       cfg.temperature, bf16, min_new_tokens=cfg.min_response_len)
+                _sync(device)
                 t_gen = time.perf_counter()
                 # ---- 2. score: log π_old, V_old, log π_ref, R, gold ----------------------------
                 score_rollout(ro, policy, ref_model, reward_fn, gold_fn, cfg.temperature, bf16)
@@ -651,6 +653,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
                     if not bool(torch.isfinite(t).all()):
                         raise FloatingPointError(f"iteration {it}: {name} returned non-finite "
                                                  f"scores {t[~torch.isfinite(t)][:3].tolist()}")
+                _sync(device)
                 t_score = time.perf_counter()
                 # ---- 3. per-token reward and 4. GAE over tokens --------------------------------
                 beta = kl_ctl.beta
@@ -697,6 +700,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
                             break
                     if stop:
                         break
+                _sync(device)                                # the last optimizer step too
                 t_update = time.perf_counter()
                 # ---- 6. adapt β and log ---------------------------------------------------------
                 seq_kl = kl.sum(dim=1)                                               # (B,)
@@ -772,8 +776,9 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
 # --------------------------------------------------------------------------------------------
 
 _FLAG_HELP = {
-    "model": "policy to start from: tiny (course GPT-2), gpt2 (124M; offline: the 124M "
-             "architecture) or a local save_pretrained folder",
+    "model": "policy to start from: tiny (course GPT-2), gpt2 (124M; offline: its "
+             "architecture pre-trained on the course corpus, built once) or a local "
+             "save_pretrained folder",
     "reward_bias": "reward model to optimise: none (unbiased annotators) or exclamation "
                    "(annotators who like '!': a proxy the policy can hack)",
 }

@@ -6,6 +6,8 @@ sentences from templates × rich slot vocabularies), a byte-level BPE tokenizer 
 on them with `tokenizers`, and a 4-layer `GPT2LMHeadModel` is pre-trained on them for about
 a minute on two CPU cores. The result is saved with `save_pretrained` (safetensors) and
 opened with `AutoModelForCausalLM.from_pretrained(path)` / `AutoTokenizer.from_pretrained`.
+`gpt2_small_path()` does the same for GPT-2 small's architecture (12 layers, d_model 768):
+the offline `--model gpt2`, best built on a GPU.
 
 Tokens: GPT-2 conventions. One special token, `<|endoftext|>`, serves as BOS, EOS and PAD
 (pad = eos). The tokenizer adds no special tokens by itself; every training sequence is
@@ -32,6 +34,7 @@ Shapes: `B` batch, `T` tokens, `V` vocabulary.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -44,8 +47,9 @@ from pathlib import Path
 
 from ._runtime import resolve_device, torch_threads  # noqa: F401  (torch_threads re-exported)
 
-__all__ = ["build_corpus", "build_prompts", "train_tokenizer", "TinyGPT2Spec", "tiny_gpt2_spec",
-           "tiny_gpt2_path", "load_policy", "gpt2_small_config", "EOS", "verify_artifact",
+__all__ = ["build_corpus", "build_prompts", "train_tokenizer", "GPT2Spec", "TinyGPT2Spec",
+           "tiny_gpt2_spec", "tiny_gpt2_path", "gpt2_small_spec", "gpt2_small_path",
+           "load_policy", "gpt2_small_config", "EOS", "verify_artifact",
            "cache_lock", "atomic_build", "torch_threads"]
 
 EOS = "<|endoftext|>"
@@ -563,8 +567,9 @@ def atomic_build(final: Path, build_fn, info: dict) -> Path:
 # ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class TinyGPT2Spec:
-    """Everything that determines the tiny GPT-2; its hash names the cache directory."""
+class GPT2Spec:
+    """Everything that determines a GPT-2 pre-trained on the corpus (the tiny one by default,
+    GPT-2 small's shape in `gpt2_small_spec()`); its hash names the cache directory."""
     n_sentences: int = 20000
     """corpus size (build_corpus)"""
     corpus_seed: int = 0
@@ -588,6 +593,9 @@ class TinyGPT2Spec:
         return spec_key(self)
 
 
+TinyGPT2Spec = GPT2Spec           # the name chapter 04 and older code use
+
+
 def spec_key(spec) -> str:
     """Ten hex digits of the SHA-256 of a spec dataclass's fields: the cache directory name."""
     blob = json.dumps(asdict(spec), sort_keys=True).encode()
@@ -599,15 +607,43 @@ def tiny_gpt2_spec() -> TinyGPT2Spec:
     (`PPO_COURSE_FAST=1`), a longer one otherwise. The two are cached separately."""
     from . import fast_mode
 
-    return TinyGPT2Spec() if fast_mode() else TinyGPT2Spec(steps=1500)
+    return GPT2Spec() if fast_mode() else GPT2Spec(steps=1500)
 
 
-def _build_tiny_gpt2(out_dir: Path, spec: TinyGPT2Spec) -> dict:
-    """Corpus → tokenizer → pre-trained GPT2LMHeadModel, saved into `out_dir`."""
+def gpt2_small_spec() -> GPT2Spec:
+    """GPT-2 small's architecture (`gpt2_small_config`: 12 layers, d_model 768, 12 heads,
+    context 1024; 87M parameters with the course's vocabulary) pre-trained on the corpus:
+    what `--model gpt2` means when no hub is reachable. 500 steps of 32 sentences: about
+    half a minute on one GPU, 20–25 minutes on two CPU cores. In fast mode (the test suite)
+    only 4 steps of 4 sentences: the build → save → `from_pretrained` path, not a useful
+    model."""
+    from . import fast_mode
+
+    small = GPT2Spec(n_positions=1024, n_embd=768, n_layer=12, n_head=12, steps=500,
+                     batch_size=32, lr=5e-4)
+    return dataclasses.replace(small, steps=4, batch_size=4) if fast_mode() else small
+
+
+def _build_tiny_gpt2(out_dir: Path, spec: GPT2Spec) -> dict:
+    """The tiny GPT-2, pre-trained on the CPU (its size does not pay for a GPU round trip)."""
+    return _pretrain_gpt2(out_dir, spec, "cpu", "pre-training tiny GPT-2")
+
+
+def _build_gpt2_small(out_dir: Path, spec: GPT2Spec) -> dict:
+    """GPT-2 small's shape, pre-trained on CUDA (bf16 autocast) when there is one."""
+    return _pretrain_gpt2(out_dir, spec, None, "pre-training 124M-shape GPT-2")
+
+
+def _pretrain_gpt2(out_dir: Path, spec: GPT2Spec, device, desc: str) -> dict:
+    """Corpus → tokenizer → GPT2LMHeadModel pre-trained as `spec` says, saved into `out_dir`
+    (fp32 safetensors and the tokenizer) for `from_pretrained`. Returns the build facts."""
     import torch
     from tqdm.auto import tqdm
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    device = resolve_device(device)
+    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                if device.type == "cuda" else contextlib.nullcontext())
     t0, c0 = time.time(), time.process_time()
     corpus = build_corpus(spec.n_sentences, spec.corpus_seed)
     tok = train_tokenizer(corpus, spec.vocab_size, spec.n_positions)
@@ -620,7 +656,7 @@ def _build_tiny_gpt2(out_dir: Path, spec: TinyGPT2Spec) -> dict:
                      attn_pdrop=0.0)
     g = torch.Generator().manual_seed(spec.seed)
     torch.manual_seed(spec.seed)
-    model = GPT2LMHeadModel(cfg)
+    model = GPT2LMHeadModel(cfg).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01,
                             betas=(0.9, 0.98))
@@ -645,7 +681,7 @@ def _build_tiny_gpt2(out_dir: Path, spec: TinyGPT2Spec) -> dict:
             x[i, : len(s)] = torch.tensor(s)
             m[i, : len(s)] = 1
         labels = x.masked_fill(m == 0, -100)               # the final EOS is a target
-        return x, m, labels
+        return x.to(device), m.to(device), labels.to(device)
 
     def epoch_batches():
         """Shuffle, then sort chunks of 16 batches by length: little padding, random order."""
@@ -660,14 +696,15 @@ def _build_tiny_gpt2(out_dir: Path, spec: TinyGPT2Spec) -> dict:
 
     queue: list[list[int]] = []
     losses = []
-    bar = tqdm(range(spec.steps), desc="pre-training tiny GPT-2", leave=False)
+    bar = tqdm(range(spec.steps), desc=desc, leave=False)
     for step in bar:
         if not queue:
             queue = epoch_batches()
         x, m, labels = batch([train_ids[i] for i in queue.pop()])
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        out = model(input_ids=x, attention_mask=m, labels=labels)
+        with autocast:
+            out = model(input_ids=x, attention_mask=m, labels=labels)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -677,21 +714,23 @@ def _build_tiny_gpt2(out_dir: Path, spec: TinyGPT2Spec) -> dict:
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
     bar.close()
     if not all(math.isfinite(v) for v in losses):
-        raise RuntimeError("pre-training of the tiny GPT-2 produced a non-finite loss")
+        raise RuntimeError(f"{desc}: the loss became non-finite at step "
+                           f"{next(i for i, v in enumerate(losses) if not math.isfinite(v))}")
 
     model.eval()
     with torch.no_grad():
         vl = []
         for i in range(0, len(val_ids), 256):
             x, m, labels = batch(val_ids[i: i + 256])
-            vl.append(float(model(input_ids=x, attention_mask=m, labels=labels).loss))
+            with autocast:
+                vl.append(float(model(input_ids=x, attention_mask=m, labels=labels).loss))
     val_loss = sum(vl) / len(vl)
     model.generation_config.pad_token_id = eos
     model.generation_config.eos_token_id = eos
     model.generation_config.bos_token_id = eos
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model.to("cpu").save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
-    info = {"spec": asdict(spec), "train_loss_first": losses[0],
+    info = {"spec": asdict(spec), "device": str(device), "train_loss_first": losses[0],
             "train_loss_last": sum(losses[-20:]) / len(losses[-20:]), "val_loss": val_loss,
             "build_seconds": round(time.time() - t0, 1),
             "build_cpu_seconds": round(time.process_time() - c0, 1), "n_params": model.num_parameters()}
@@ -716,11 +755,37 @@ def tiny_gpt2_path(rebuild: bool = False) -> Path:
     use (≈ 1 minute on two CPU cores, with a progress bar) and cached in
     `ppo_core.cache_dir()/tiny-gpt2-<hash of spec>`. A missing or corrupt directory (manifest
     check fails) is rebuilt; `rebuild=True` forces it. Safe across processes (lock file)."""
+    return _cached_model(f"tiny-gpt2-{tiny_gpt2_spec().key()}", tiny_gpt2_spec(),
+                         _build_tiny_gpt2, rebuild)
+
+
+def gpt2_small_path(rebuild: bool = False) -> Path:
+    """Directory of GPT-2 small's architecture pre-trained on the course corpus
+    (`gpt2_small_spec()`): the offline stand-in for the hub's `gpt2`, loaded with the same
+    `from_pretrained`. Built on first use (on CUDA if there is one), cached in
+    `ppo_core.cache_dir()/gpt2-small-<hash of spec>` (about 350 MB), rebuilt if missing or
+    corrupt, like `tiny_gpt2_path`."""
+    spec = gpt2_small_spec()
+    name = f"gpt2-small-{spec.key()}"
+    final = _cache_root() / name
+    if not rebuild and not verify_artifact(final):
+        where = "CUDA" if resolve_device(None).type == "cuda" else "the CPU (20–25 minutes)"
+        print(f"Building the 124M-shape GPT-2 on the course corpus, once, on {where}: "
+              f"{spec.steps} steps of {spec.batch_size} sentences → {final}")
+    return _cached_model(name, spec, _build_gpt2_small, rebuild, threads=os.cpu_count() or 1)
+
+
+def _cache_root() -> Path:
     from . import cache_dir
 
-    spec = tiny_gpt2_spec()
-    name = f"tiny-gpt2-{spec.key()}"
-    final = cache_dir() / name
+    return cache_dir()
+
+
+def _cached_model(name: str, spec: GPT2Spec, builder, rebuild: bool, threads: int | None = None) -> Path:
+    """`cache_dir()/name`, built by `builder(tmp_dir, spec)` under the cache lock when it is
+    missing or corrupt (or `rebuild`), through `atomic_build`, on `threads` torch threads
+    (`$PPO_COURSE_BUILD_THREADS` wins; None: `_build_threads()`)."""
+    final = _cache_root() / name
     if not rebuild and verify_artifact(final):
         return final
     with cache_lock(name):
@@ -729,8 +794,9 @@ def tiny_gpt2_path(rebuild: bool = False) -> Path:
         info: dict = {}
 
         def build(tmp):
-            with torch_threads(_build_threads()):
-                info.update(_build_tiny_gpt2(tmp, spec))
+            n = threads if threads and "PPO_COURSE_BUILD_THREADS" not in os.environ else None
+            with torch_threads(n or _build_threads()):
+                info.update(builder(tmp, spec))
         atomic_build(final, build, info)
     return final
 

@@ -29,7 +29,8 @@ from torch import nn
 
 from .masking import position_ids_from_mask
 
-__all__ = ["ValueHead", "CausalLMWithValueHead", "position_ids_from_mask", "hidden_size_of"]
+__all__ = ["ValueHead", "CausalLMWithValueHead", "position_ids_from_mask", "hidden_size_of",
+           "lm_forward"]
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -44,6 +45,45 @@ def hidden_size_of(config) -> int:
     if callable(text_config) and text_config() is not config:
         return hidden_size_of(text_config())
     raise ValueError(f"cannot find the hidden size in config of type {type(config).__name__}")
+
+
+def _fp32_head(lm: nn.Module):
+    """The LM head as a plain `nn.Linear` on the backbone's last hidden state, or None when
+    the model does more than that (logit scaling or soft-capping, or an unusual layout)."""
+    head = getattr(lm, "get_output_embeddings", lambda: None)()
+    base = getattr(lm, "base_model", lm)
+    cfg = getattr(lm, "config", None)
+    scaled = any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in
+                 ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_mult"))
+    if not isinstance(head, nn.Linear) or base is lm or scaled:
+        return None
+    return base, head
+
+
+def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               position_ids: torch.Tensor, need_hidden: bool = False, fp32_head: bool = False):
+    """One forward pass of a causal LM: `(logits (B, T, V), last hidden state (B, T, H) or
+    None)`.
+
+    With `fp32_head` (used under bf16 autocast) the backbone runs as autocast says and the
+    LM head runs in float32 on the upcast hidden state, so the logits are float32 all the
+    way. This matters for PPO: GPT-2's logits are of order −100, where bf16 steps are 0.5,
+    so bf16 logits put noise of a few tenths of a nat on every log-probability, as large
+    as the clip range, and old and new log-probs computed on different batch shapes would
+    differ by it. Models whose head is not a plain linear layer keep their own head.
+    """
+    parts = _fp32_head(lm) if fp32_head else None
+    if parts is None:
+        out = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                 use_cache=False, output_hidden_states=need_hidden)
+        return out.logits, (out.hidden_states[-1] if need_hidden else None)
+    base, head = parts
+    hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                  use_cache=False).last_hidden_state                     # after the final norm
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        bias = None if head.bias is None else head.bias.float()
+        logits = nn.functional.linear(hidden.float(), head.weight.float(), bias)
+    return logits, hidden
 
 
 class ValueHead(nn.Module):
@@ -151,12 +191,13 @@ class CausalLMWithValueHead(nn.Module):
 
     # -- the forward pass --------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, return_values: bool = True):
+                position_ids: torch.Tensor | None = None, return_values: bool = True,
+                fp32_head: bool = False):
         """Logits `(B, T, V)` and values `(B, T)` (float32) for a (left-padded) batch.
 
         The values come from the last entry of `hidden_states`, which for every
         transformers causal LM is the output of the final layer norm, i.e. the same
-        tensor the LM head reads.
+        tensor the LM head reads. `fp32_head`: see `lm_forward`.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
@@ -164,10 +205,8 @@ class CausalLMWithValueHead(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         if position_ids is None:
             position_ids = position_ids_from_mask(attention_mask)
-        out = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask,
-                                    position_ids=position_ids, use_cache=False,
-                                    output_hidden_states=return_values)
+        logits, hidden = lm_forward(self.pretrained_model, input_ids, attention_mask,
+                                    position_ids, return_values, fp32_head)
         if not return_values:
-            return out.logits, None
-        hidden = out.hidden_states[-1]                                   # (B, T, H)
-        return out.logits, self.v_head(hidden)                           # (B, T, V), (B, T)
+            return logits, None
+        return logits, self.v_head(hidden)                               # (B, T, V), (B, T)

@@ -19,32 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ppo_core import rlhf  # noqa: E402
 from ppo_core.advantages import gae  # noqa: E402
+from ppo_core.reward import gold_score  # noqa: E402
 from ppo_core.rlhf import (RLHFConfig, response_mask, sample_responses,  # noqa: E402
                            sequence_logprobs, token_rewards)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from ppo_core import text
-
-    torch.manual_seed(0)
-    model, tok = text.load_policy("tiny", device="cpu")
-    return model, tok
-
-
-@pytest.fixture(scope="module")
-def prompts():
-    from ppo_core import text
-
-    return text.build_prompts(n=32, seed=1)
-
-
-def _gold(texts):
-    from ppo_core import reward
-
-    return reward.gold_score(texts)
 
 
 # ---- masks and rewards: hand-computed tables ---------------------------------------------------
@@ -127,7 +106,7 @@ def test_kl_is_exactly_zero_before_the_first_update(tiny, prompts):
     ref = rlhf._reference_copy(model)
     torch.manual_seed(2)
     ro = sample_responses(policy, tok, prompts[:8], max_new_tokens=10)
-    rlhf.score_rollout(ro, policy, ref, _gold, None)
+    rlhf.score_rollout(ro, policy, ref, gold_score, None)
     assert torch.equal(ro.logprobs, ro.ref_logprobs)
     _, kl, _ = token_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, beta=0.2)
     assert float(kl.abs().max()) == 0.0
@@ -149,7 +128,7 @@ def test_three_iteration_run_logs_and_checkpoints(tiny, prompts, tmp_path):
     cfg = RLHFConfig(steps=3, batch_size=8, minibatch_size=4, response_len=10, ppo_epochs=2,
                      beta=0.05, lr=1e-4, log_path=str(tmp_path / "log.jsonl"),
                      save_path=str(tmp_path / "ckpt"), progress=False, device="cpu")
-    res = rlhf.train(cfg, policy=policy, tokenizer=tok, reward_fn=_gold, gold_fn=_gold,
+    res = rlhf.train(cfg, policy=policy, tokenizer=tok, reward_fn=gold_score, gold_fn=gold_score,
                      prompts=prompts)
     assert len(res.records) == 3 and not res.interrupted
     first = res.records[0]
@@ -179,7 +158,7 @@ def test_three_iteration_run_logs_and_checkpoints(tiny, prompts, tmp_path):
     save_file({**head, "summary.bias": torch.tensor([5.0])}, str(ckpt / "value_head.safetensors"))
     again = rlhf.train(RLHFConfig(model=str(ckpt), steps=1, batch_size=4, minibatch_size=4,
                                   response_len=4, ppo_epochs=1, progress=False, device="cpu"),
-                       reward_fn=_gold, gold_fn=_gold, prompts=prompts)
+                       reward_fn=gold_score, gold_fn=gold_score, prompts=prompts)
     assert torch.equal(again.ref_model.transformer.wte.weight, res.policy.pretrained_model.transformer.wte.weight)
     assert abs(float(again.policy.v_head.summary.bias.detach()) - 5.0) < 0.1
 
@@ -195,8 +174,8 @@ def test_keyboard_interrupt_keeps_log_and_checkpoint(tiny, prompts, tmp_path):
     cfg = RLHFConfig(steps=5, batch_size=4, minibatch_size=4, response_len=6, ppo_epochs=1,
                      log_path=str(tmp_path / "log.jsonl"), save_path=str(tmp_path / "ckpt"),
                      progress=False, device="cpu")
-    res = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=_gold,
-                     gold_fn=_gold, prompts=prompts, callback=stop_after_two)
+    res = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=gold_score,
+                     gold_fn=gold_score, prompts=prompts, callback=stop_after_two)
     assert res.interrupted and len(res.records) == 2
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
     meta = json.loads((tmp_path / "ckpt" / "rlhf_config.json").read_text())
@@ -220,17 +199,18 @@ def test_non_finite_reward_names_the_iteration(tiny, prompts):
                      progress=False, device="cpu")
     with pytest.raises(FloatingPointError, match="iteration 2"):
         rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=flaky,
-                   gold_fn=_gold, prompts=prompts)
+                   gold_fn=gold_score, prompts=prompts)
 
 
 def test_gpt2_small_shape_two_iterations_at_batch_4(prompts):
-    """The `--model gpt2` path offline: the 124M architecture (random weights on CPU)."""
+    """The `--model gpt2` path offline: GPT-2 small's architecture pre-trained on the corpus
+    (in fast mode only a few steps) and loaded with `from_pretrained`."""
     torch.manual_seed(0)
     lm, tok = rlhf.load_policy_and_tokenizer("gpt2", device="cpu")
     assert lm.config.n_layer == 12 and lm.config.n_embd == 768 and lm.config.n_head == 12
     cfg = RLHFConfig(model="gpt2", steps=2, batch_size=4, minibatch_size=4, response_len=6,
                      ppo_epochs=1, progress=False, device="cpu")
-    res = rlhf.train(cfg, policy=lm, tokenizer=tok, reward_fn=_gold, gold_fn=_gold,
+    res = rlhf.train(cfg, policy=lm, tokenizer=tok, reward_fn=gold_score, gold_fn=gold_score,
                      prompts=prompts)
     assert len(res.records) == 2
     assert res.records[0]["objective/kl"] == 0.0
@@ -271,7 +251,7 @@ def test_rlhf_lab_runs_headless(tiny):
     matplotlib.use("Agg")
     from ppo_core.widgets import rlhf_lab
 
-    lab = rlhf_lab(steps=2, batch_size=4, response_len=6, ppo_epochs=1, reward_fn=_gold)
+    lab = rlhf_lab(steps=2, batch_size=4, response_len=6, ppo_epochs=1, reward_fn=gold_score)
     lab.beta.value, lab.clip_eps.value = 0.3, 0.1
     records = lab.run()
     assert records is lab.last_records and len(records) == 2
@@ -292,8 +272,8 @@ def test_adaptive_beta_moves_towards_the_target(tiny, prompts):
     cfg = RLHFConfig(steps=3, batch_size=4, minibatch_size=4, response_len=6, ppo_epochs=2,
                      lr=1e-3, beta=0.1, target_kl=1e-3, kl_horizon=20, progress=False,
                      device="cpu")
-    res = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=_gold,
-                     gold_fn=_gold, prompts=prompts)
+    res = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=gold_score,
+                     gold_fn=gold_score, prompts=prompts)
     betas = [r["objective/beta"] for r in res.records]
     # iteration 1 has KL 0 < target: β falls by 20 % × 4/20; later KL > target: β rises
     assert betas[0] == 0.1 and abs(betas[1] - 0.1 * (1 - 0.2 * 4 / 20)) < 1e-12
@@ -311,10 +291,10 @@ def test_reference_passed_in_is_left_usable_and_a_frozen_policy_is_refused(tiny,
     cfg = RLHFConfig(steps=1, batch_size=4, minibatch_size=4, response_len=4, ppo_epochs=1,
                      progress=False, device="cpu")
     rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, ref_model=ref,
-               reward_fn=_gold, gold_fn=_gold, prompts=prompts)
+               reward_fn=gold_score, gold_fn=gold_score, prompts=prompts)
     assert not ref.training                                     # π_ref scored without dropout
     assert all(p.requires_grad for p in ref.parameters())       # a copy of it can still learn
     frozen = copy.deepcopy(model).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameter"):
-        rlhf.train(cfg, policy=frozen, tokenizer=tok, ref_model=ref, reward_fn=_gold,
-                   gold_fn=_gold, prompts=prompts)
+        rlhf.train(cfg, policy=frozen, tokenizer=tok, ref_model=ref, reward_fn=gold_score,
+                   gold_fn=gold_score, prompts=prompts)

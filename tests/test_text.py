@@ -8,6 +8,7 @@ exercise the cache logic in milliseconds.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import threading
@@ -17,6 +18,8 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 from ppo_core import text  # noqa: E402
 from ppo_core.reward import gold_score  # noqa: E402
@@ -183,6 +186,26 @@ def test_samples_read_like_reviews(policy):
     assert all(t.startswith(p) for t, p in zip(texts, prompts))
     assert sum(t.rstrip()[-1:] in ".!" for t in texts) >= 24
     assert len(set(texts)) >= 30                           # sampling, not one memorised line
+
+
+def test_gpt2_small_spec_has_gpt2_small_shape():
+    spec, cfg = text.gpt2_small_spec(), text.gpt2_small_config(1966)
+    assert (spec.n_layer, spec.n_embd, spec.n_head, spec.n_positions) == \
+        (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions)
+    assert spec.key() != text.tiny_gpt2_spec().key()
+
+
+def test_gpt2_small_offline_is_pretrained_on_the_corpus():
+    """The offline `gpt2`: GPT-2 small's shape, trained on the corpus, saved, and opened with
+    `from_pretrained` (fast mode trains only a few steps: the loss must still have fallen
+    below that of a uniform guess over the vocabulary)."""
+    path = text.gpt2_small_path()
+    assert text.verify_artifact(path)
+    facts = json.loads((path / "ppo_course_manifest.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    assert model.config.n_layer == 12 and model.config.n_embd == 768
+    assert facts["n_params"] == model.num_parameters() > 80_000_000
+    assert facts["val_loss"] < math.log(model.config.vocab_size) < facts["train_loss_first"] + 0.5
 
 
 def test_gpt2_small_config_is_124m():

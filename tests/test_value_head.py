@@ -86,6 +86,24 @@ def test_shapes_on_several_architectures(factory):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lm.parameters())
 
 
+@pytest.mark.parametrize("factory", [_tiny_gpt2, _tiny_llama, _tiny_neox],
+                         ids=["gpt2", "llama", "gpt_neox"])
+def test_float32_head_gives_the_models_own_logits_and_values(factory):
+    """`fp32_head` (used under bf16) recomputes the LM head from the backbone's last hidden
+    state: in float32 it must give exactly the model's logits, and the same values."""
+    model = CausalLMWithValueHead(factory())
+    ids = torch.randint(1, 97, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    logits, values = model(ids, mask)
+    logits32, values32 = model(ids, mask, fp32_head=True)
+    assert logits32.dtype == torch.float32
+    torch.testing.assert_close(logits32, logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(values32, values, rtol=0, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(ids, mask, fp32_head=True)[0].dtype == torch.float32
+
+
 @pytest.mark.parametrize("factory", [_tiny_gpt2, _tiny_llama], ids=["gpt2", "llama"])
 def test_left_padding_does_not_change_values(factory):
     model = CausalLMWithValueHead(factory())
