@@ -1,4 +1,5 @@
-"""Where torch runs: the device to use and how many CPU threads. Shared by every trainer."""
+"""Where torch runs (the device, how many CPU threads) and how quietly models load. Shared by
+every trainer."""
 
 from __future__ import annotations
 
@@ -27,3 +28,20 @@ def torch_threads(n: int = 1):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Load a model from the course's cache without transformers' "Loading weights" and
+    "Writing model shards" progress bars: the course's models load in well under a second,
+    and a bar per load fills notebooks and widget outputs with noise. Downloads from a hub
+    keep their own bars (huggingface_hub's, not these)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

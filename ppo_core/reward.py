@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from ._checks import positive_finite, non_negative
-from ._runtime import resolve_device
+from ._runtime import quiet_loading, resolve_device
 from .masking import position_ids_from_mask
 
 __all__ = ["gold_score", "SimulatedAnnotator", "RewardModel", "RewardSpec", "reward_spec",
@@ -242,9 +242,10 @@ class RewardModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
         directory = Path(directory)
-        tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        with quiet_loading():
+            tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+            backbone = AutoModel.from_pretrained(directory, local_files_only=True)
         tok.padding_side = "left"
-        backbone = AutoModel.from_pretrained(directory, local_files_only=True)
         meta = json.loads((directory / "reward_meta.json").read_text())
         rm = cls(backbone, tok, offset=meta["offset"])
         rm.head.load_state_dict(load_file(str(directory / "reward_head.safetensors")))
@@ -398,9 +399,10 @@ def train_reward_model(spec: RewardSpec, device=None, progress: bool = True) -> 
     t0, c0 = time.time(), time.process_time()
     torch.manual_seed(spec.seed)
     path = tiny_gpt2_path()
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    with quiet_loading():
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        backbone = AutoModel.from_pretrained(path, local_files_only=True)   # GPT2Model: no LM head
     tok.padding_side = "left"
-    backbone = AutoModel.from_pretrained(path, local_files_only=True)   # GPT2Model: no LM head
     rm = RewardModel(backbone, tok)
     rm.bias = spec.bias
     dev = torch.device(device) if device is not None else torch.device("cpu")

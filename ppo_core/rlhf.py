@@ -501,13 +501,25 @@ def token_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: to
 
 
 @torch.no_grad()
-def per_token_kl(policy, ref_model, tokenizer, prompt: str, response: str) -> tuple[list[str], torch.Tensor]:
+def per_token_kl(policy, ref_model, tokenizer, prompt: str, response) -> tuple[list[str], torch.Tensor]:
     """The per-token log-ratio log π(y_t) − log π_ref(y_t) along one response (the heatmap
-    of chapter 05). Returns (token strings, `(T,)` tensor)."""
+    of chapter 05).
+
+    Args:
+        prompt: the prompt string.
+        response: the response as token ids (a 1-D tensor or list: what was sampled, e.g.
+            `rollout.response_ids[b][rollout.mask[b]]`, EOS included), or as a string,
+            which is re-tokenized (a decoded response has lost its EOS token).
+
+    Returns: (token strings, `(T,)` tensor of log-ratios on the CPU).
+    """
     lm = policy.pretrained_model if isinstance(policy, CausalLMWithValueHead) else policy
     device = _model_device(lm)
     p_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    r_ids = tokenizer(response, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    if isinstance(response, str):
+        r_ids = tokenizer(response, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    else:
+        r_ids = torch.as_tensor(response, dtype=torch.long).cpu().reshape(1, -1)
     if r_ids.shape[1] == 0:
         raise ValueError("response must contain at least one token")
     ids = torch.cat([p_ids, r_ids], dim=1).to(device)

@@ -45,7 +45,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ._runtime import resolve_device, torch_threads  # noqa: F401  (torch_threads re-exported)
+from ._runtime import quiet_loading, resolve_device, torch_threads  # noqa: F401  (torch_threads re-exported)
 
 __all__ = ["build_corpus", "build_prompts", "train_tokenizer", "GPT2Spec", "TinyGPT2Spec",
            "tiny_gpt2_spec", "tiny_gpt2_path", "gpt2_small_spec", "gpt2_small_path",
@@ -821,14 +821,15 @@ def load_policy(name_or_path: str = "tiny", device=None, dtype=None):
     path = tiny_gpt2_path() if str(name_or_path) == "tiny" else name_or_path
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
     kw = {"local_files_only": True} if offline else {}
-    tok = AutoTokenizer.from_pretrained(path, **kw)
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
     mkw = dict(kw)
     if dtype is not None:
         mkw["dtype"] = dtype
-    model = AutoModelForCausalLM.from_pretrained(path, **mkw)
+    with quiet_loading():
+        tok = AutoTokenizer.from_pretrained(path, **kw)
+        model = AutoModelForCausalLM.from_pretrained(path, **mkw)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     model.to(resolve_device(device)).eval()

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._runtime import quiet_loading
 from .masking import position_ids_from_mask
 
 __all__ = ["ValueHead", "CausalLMWithValueHead", "position_ids_from_mask", "hidden_size_of",
@@ -146,7 +147,8 @@ class CausalLMWithValueHead(nn.Module):
 
         if dtype is not None:
             kwargs["dtype"] = dtype
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
         if device is not None:
             model.to(device)
         wrapped = cls(model)

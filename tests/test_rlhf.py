@@ -118,6 +118,31 @@ def test_per_token_kl_has_one_entry_per_response_token(tiny):
     assert len(tokens) == kl.shape[0] >= 2 and float(kl.abs().max()) == 0.0
 
 
+def test_per_token_kl_on_sampled_ids_keeps_the_eos_and_matches_the_rollout(tiny, prompts):
+    """Given the sampled ids, the heatmap covers every action, the final EOS included, and
+    equals log π_old − log π_ref of the rollout (a decoded string would lose the EOS)."""
+    import copy
+
+    model, tok = tiny
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.transformer.ln_f.weight.mul_(1.1)                       # a different policy
+    torch.manual_seed(4)
+    ro = sample_responses(other, tok, prompts[:8], max_new_tokens=16)
+    ended = [b for b in range(8) if tok.eos_token_id in ro.response_ids[b][ro.mask[b]].tolist()]
+    assert ended, "no response ended with EOS"
+    b = ended[0]
+    ids = ro.response_ids[b][ro.mask[b]]
+    tokens, kl = rlhf.per_token_kl(other, model, tok, ro.prompts[b], ids)
+    assert len(tokens) == int(ro.mask[b].sum()) and tokens[-1] == tok.eos_token
+    with torch.no_grad():
+        a = sequence_logprobs(other, ro.input_ids, ro.attention_mask, ro.n_prompt)["logp"][b]
+        r = sequence_logprobs(model, ro.input_ids, ro.attention_mask, ro.n_prompt)["logp"][b]
+    torch.testing.assert_close(kl, (a - r)[ro.mask[b]], atol=1e-4, rtol=0)
+    text_tokens, _ = rlhf.per_token_kl(other, model, tok, ro.prompts[b], ro.responses[b])
+    assert len(text_tokens) < len(tokens)                                # the EOS is gone
+
+
 # ---- real runs -------------------------------------------------------------------------------
 
 def test_three_iteration_run_logs_and_checkpoints(tiny, prompts, tmp_path):
@@ -260,6 +285,15 @@ def test_rlhf_lab_runs_headless(tiny):
     assert lab.beta.value == 0.0 and len(lab.runs) == 2
     lines = lab.figure.axes[1].get_lines()                   # gold reward panel: one per run
     assert len(lines) == 2 and len(lines[0].get_xdata()) == 2
+    assert "clip fraction" in lab.figure.axes[4].get_title()
+    assert len(lab.figure.axes[4].get_lines()) == 2
+    lab.iterations.value, lab.lr = 3, 1e-3                    # the run-length and lr controls
+    assert lab.steps == 3 and lab.learning_rate.value == 1e-3
+    assert len(lab.run()) == 3 and "3 it, lr 0.001" in list(lab.runs)[-1]
+    with pytest.raises(ValueError, match="lr"):
+        lab.lr = 0.5
+    with pytest.raises(ValueError, match="steps"):
+        lab.steps = 0
     assert "gold" in lab.status.value and "proxy" in lab.samples.value
     lab.clear()
     assert lab.runs == {} and not lab.figure.axes[0].get_lines()

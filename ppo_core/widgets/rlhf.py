@@ -1,7 +1,7 @@
-"""The β/ε lab of chapter 05: sliders for the KL coefficient β and the clip range ε, a Run
-button that trains the tiny GPT-2 with token-level PPO for a few iterations, and curves
-of proxy reward, gold reward, KL to the reference and entropy, one colour per run, with
-the last run's samples underneath.
+"""The β/ε lab of chapter 05: sliders for the KL coefficient β and the clip range ε (and for
+the run's length and learning rate), a Run button that trains the tiny GPT-2 with
+token-level PPO, and curves of proxy reward, gold reward, KL to the reference, entropy and
+clip fraction, one colour per run, with the last run's samples underneath.
 
 Every run starts from the same pre-trained weights, so runs with different settings are
 comparable. The lab is drivable without a browser (tests and nbval): set the sliders'
@@ -23,25 +23,29 @@ __all__ = ["RLHFLab", "rlhf_lab", "plot_rlhf_runs"]
 _PANELS = [("objective/proxy_reward", "proxy reward (reward model)"),
            ("objective/gold_reward", "gold reward (VADER)"),
            ("objective/kl", "KL(π‖π_ref) per sequence [nats]"),
-           ("losses/entropy", "entropy per token [nats]")]
+           ("losses/entropy", "entropy per token [nats]"),
+           ("losses/clipfrac", "clip fraction (ratio outside 1 ± ε)")]
+_LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
+_MAX_STEPS = 30             # a run of 30 iterations stays within a minute on two CPU cores
 
 
 def plot_rlhf_runs(runs: dict, axes=None, title: str = "", log_kl: bool = False):
-    """Proxy reward, gold reward, KL and entropy per iteration for several runs.
+    """Proxy reward, gold reward, KL, entropy and clip fraction per iteration for several
+    runs.
 
-    Args: runs {label: records}; axes four matplotlib axes (None: a new 1×4 figure);
+    Args: runs {label: records}; axes five matplotlib axes (None: a new 1×5 figure);
         log_kl: symmetric-log scale on the KL panel (runs whose KL differs 100-fold).
     Returns: the figure.
     """
     if axes is None:
-        fig, axes = plt.subplots(1, 4, figsize=(13, 3.0), constrained_layout=True)
+        fig, axes = plt.subplots(1, len(_PANELS), figsize=(15, 3.0), constrained_layout=True)
     else:
         fig = axes[0].figure
     for ax, (key, label) in zip(axes, _PANELS):
         ax.clear()
         for i, (name, records) in enumerate(runs.items()):
             x = [r["iteration"] for r in records]
-            y = [float(r[key]) for r in records]
+            y = [float(r.get(key, float("nan"))) for r in records]
             ax.plot(x, y, marker="o", ms=3, color=f"C{i % 10}", label=name)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("PPO iteration")
@@ -61,15 +65,19 @@ class RLHFLab:
     """β and ε sliders + Run, over the tiny GPT-2 and the (unbiased or biased) reward model.
 
     Attributes:
-        beta, clip_eps: the `FloatSlider`s; reward: a `Dropdown` (unbiased / exclamation).
+        beta, clip_eps: the `FloatSlider`s; reward: a `Dropdown` (unbiased / exclamation);
+        iterations: an `IntSlider` (PPO iterations per run, also `lab.steps`); learning_rate:
+        a `SelectionSlider` (also `lab.lr`).
         run_button, clear_button: the buttons; output: where the figure is drawn.
         runs: {label: records} of every run so far; last_records: the newest run's records.
-        figure: the matplotlib figure (1×4 axes).
+        figure: the matplotlib figure (1×5 axes).
         widget: the `VBox` to display.
 
     Args:
-        steps, batch_size, response_len, ppo_epochs: the size of each run (small: a run takes
-            about 10–20 s on two CPU cores with the defaults in fast mode).
+        steps: PPO iterations per run, 1 to 30 (default 10; 6 in fast mode);
+        lr: Adam learning rate (default 3e-4; the slider offers 1e-4 to 3e-3);
+        batch_size, response_len, ppo_epochs: the size of each iteration (a run of the
+            default 10 iterations takes a few seconds on two CPU cores).
         device: "cpu" by default (the tiny model is faster there than moving it around).
         reward_fn: texts → `(B,)` proxy reward used instead of the reward models (tests).
     """
@@ -81,9 +89,20 @@ class RLHFLab:
 
         from .. import reward, text
 
-        self.steps = steps if steps is not None else (6 if fast_mode() else 10)
+        steps = steps if steps is not None else (6 if fast_mode() else 10)
+        if not isinstance(steps, int) or not 1 <= steps <= _MAX_STEPS:
+            raise ValueError(f"steps must be an int in [1, {_MAX_STEPS}], got {steps!r}")
+        if not isinstance(lr, (int, float)) or not 0 < lr < 1:
+            raise ValueError(f"lr must be in (0, 1), got {lr!r}")
         self.batch_size, self.response_len, self.ppo_epochs = batch_size, response_len, ppo_epochs
-        self.lr, self.device, self.seed = lr, device, seed
+        self.device, self.seed = device, seed
+        self.iterations = W.IntSlider(value=steps, min=1, max=_MAX_STEPS, step=1,
+                                      description="iterations", continuous_update=False)
+        rates = tuple(sorted(set(_LEARNING_RATES) | {float(lr)}))
+        self.learning_rate = W.SelectionSlider(options=[(f"{r:g}", r) for r in rates],
+                                               value=float(lr), description="lr",
+                                               continuous_update=False)
+        self._default_steps, self._default_lr = self.steps, self.lr
         self._base, self.tokenizer = text.load_policy("tiny", device=device)
         self._prompts = text.build_prompts(n=256, seed=1)
         self._gold = reward.gold_score
@@ -104,17 +123,42 @@ class RLHFLab:
                                  value="none", description="reward")
         self.run_button = W.Button(description="Run", button_style="primary", icon="play")
         self.clear_button = W.Button(description="Clear")
-        self.status = W.HTML("Pick β and ε, then press Run (each run ≈ 10–20 s).")
+        self.status = W.HTML("Pick β and ε, then press Run (well under a second per iteration).")
         self.output = W.Output()
         self.samples = W.HTML()
         self.run_button.on_click(lambda _: self.run())
         self.clear_button.on_click(lambda _: self.clear())
         with plt.ioff():
-            self.figure, self.axes = plt.subplots(1, 4, figsize=(13, 3.0), constrained_layout=True)
+            self.figure, self.axes = plt.subplots(1, len(_PANELS), figsize=(15, 3.0),
+                                                  constrained_layout=True)
         self.widget = W.VBox([W.HBox([self.beta, self.clip_eps, self.reward]),
+                              W.HBox([self.iterations, self.learning_rate]),
                               W.HBox([self.run_button, self.clear_button, self.status]),
                               self.output, self.samples])
         self._redraw()
+
+    @property
+    def steps(self) -> int:
+        """PPO iterations per run (the `iterations` slider)."""
+        return int(self.iterations.value)
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        if not isinstance(value, int) or not 1 <= value <= self.iterations.max:
+            raise ValueError(f"steps must be an int in [1, {self.iterations.max}], got {value!r}")
+        self.iterations.value = value
+
+    @property
+    def lr(self) -> float:
+        """Adam learning rate of each run (the `learning_rate` slider)."""
+        return float(self.learning_rate.value)
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        rates = [v for _, v in self.learning_rate.options]
+        if value not in rates:
+            raise ValueError(f"lr must be one of {rates}, got {value!r}")
+        self.learning_rate.value = value
 
     def _reward_fn(self, bias):
         if self._reward_override is not None:
@@ -133,6 +177,8 @@ class RLHFLab:
         b, eps = float(self.beta.value), float(self.clip_eps.value)
         bias = None if self.reward.value == "none" else self.reward.value
         label = f"β={b:.2f} ε={eps:.2f}" + (" (RM likes '!')" if bias else "")
+        if (self.steps, self.lr) != (self._default_steps, self._default_lr):
+            label += f" [{self.steps} it, lr {self.lr:g}]"
         self.status.value = f"training {label} ..."
         self.run_button.disabled = True
         try:
