@@ -30,8 +30,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 
 CUDA = torch.device("cuda")
 FP32_TOL = 1e-4
-MEAN_TOL = 0.05
-MAX_TOL = 0.25
 MEMORY_GOAL_GB = 20.0
 
 
@@ -97,32 +95,13 @@ def test_fp32_recomputed_logprobs_equal_sampling_logprobs_on_cuda(tiny, prompts)
 
 # ---- (b) bf16 autocast: float32 outputs, close to fp32 --------------------------------------
 
-def test_bf16_logprobs_and_values_are_float32_and_close_to_fp32_on_cuda(tiny, prompts):
+def test_bf16_logprobs_and_values_are_float32_and_close_to_fp32_on_cuda(tiny, prompts,
+                                                                      bf16_close_to_fp32):
     model, tok = tiny
     policy = rlhf.CausalLMWithValueHead(model)
     assert policy.v_head.summary.weight.device.type == "cuda"
-    torch.manual_seed(2)
-    ro = sample_responses(policy, tok, prompts[:32], max_new_tokens=16, bf16=True,
-                          return_sampling_logprobs=True)
-    assert ro.sampling_logprobs.dtype == torch.float32
-    m = ro.mask
-    with torch.no_grad():
-        full = sequence_logprobs(policy, ro.input_ids, ro.attention_mask, ro.n_prompt,
-                                 bf16=False, with_values=True, with_entropy=True)
-        half = sequence_logprobs(policy, ro.input_ids, ro.attention_mask, ro.n_prompt,
-                                 bf16=True, with_values=True, with_entropy=True)
-    for key in ("logp", "values", "entropy"):
-        assert half[key].dtype == torch.float32, (key, half[key].dtype)
-        assert bool(torch.isfinite(half[key]).all()), key
-    diff = (half["logp"] - full["logp"])[m].abs()
-    print(f"\nbf16 vs fp32 log-probs on CUDA: mean {float(diff.mean()):.4f}, "
-          f"max {float(diff.max()):.4f} nats over {int(m.sum())} tokens")
-    assert float(diff.mean()) < MEAN_TOL and float(diff.max()) < MAX_TOL, \
-        (float(diff.mean()), float(diff.max()))
-    assert float(diff.max()) > 1e-5, "bf16 autocast changed nothing: did it run?"
-    assert float((half["values"] - full["values"])[m].abs().max()) < MAX_TOL
-    resample = (half["logp"] - ro.sampling_logprobs)[m].abs()
-    assert float(resample.mean()) < MEAN_TOL, float(resample.mean())
+    mean, worst = bf16_close_to_fp32(policy, tok, prompts[:32], seed=2, max_new_tokens=16)
+    print(f"\nbf16 vs fp32 log-probs on CUDA: mean {mean:.4f}, max {worst:.4f} nats")
 
 
 # ---- (c) a short bf16 run on CUDA, with the reward model on CUDA ------------------------------
