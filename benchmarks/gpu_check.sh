@@ -4,7 +4,7 @@
 #   1. caches    verify the carried tiny GPT-2 and reward model (build them if missing) and
 #                build the offline 124M-shape GPT-2 (fast mode: 4 steps, on CUDA);
 #   2. pytest    tests/test_gpu.py: fp32 alignment, bf16 dtypes and error, a 3-iteration bf16
-#                run, the 124M shape's memory at batch 16, device hand-offs;
+#                run, the 124M shape's memory at 128 episodes × 24 tokens, device hand-offs;
 #   3. gpt2      benchmarks/rlhf_throughput.py --model gpt2 (128 prompts × 24 tokens, bf16);
 #   4. tiny      benchmarks/rlhf_throughput.py --model tiny;
 #   5. gpt2_fp32 the gpt2 benchmark again with --bf16 off, only if time is left.
@@ -74,6 +74,7 @@ mkdir -p "$OUT"
 exec > >(tee -a "$OUT/summary.txt") 2>&1
 TEE_PID=$!
 export HF_HUB_OFFLINE=1 PPO_COURSE_FAST=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export PPO_COURSE_REQUIRE_CUDA=1     # tests/test_gpu.py fails, not skips, if torch sees no GPU
 export PPO_COURSE_BUILD_THREADS=${PPO_COURSE_BUILD_THREADS:-8}
 BUDGET=${GPU_CHECK_BUDGET_S:-420}
 START=$SECONDS
@@ -94,14 +95,14 @@ step() {   # step NAME LIMIT_S CMD...: run under timeout, capped by the budget l
     timeout -k 10 "$t" "$@" 2>&1 | tee "$OUT/$name.txt"
     rc=${PIPESTATUS[0]}
     echo "=== $name: rc=$rc after $((SECONDS - t0)) s"
-    RESULTS+=("$name: rc=$rc ($((SECONDS - t0)) s)$([ "$rc" = 124 ] && echo ' TIMED OUT')")
+    RESULTS+=("$name: rc=$rc ($((SECONDS - t0)) s)$( { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && echo ' TIMED OUT')")
     return 0
 }
 
 # ---- 0. the machine and the Python packages ------------------------------------------------
 {
     date -u
-    command -v nvidia-smi >/dev/null && nvidia-smi || echo "no nvidia-smi"
+    if command -v nvidia-smi >/dev/null; then nvidia-smi || echo "nvidia-smi failed"; else echo "no nvidia-smi"; fi
     uname -m
     "$PY" -V
 } 2>&1 | tee "$OUT/env.txt"

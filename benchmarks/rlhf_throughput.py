@@ -9,10 +9,10 @@ scoring (policy + value head, reference, reward model, gold scorer) and the PPO 
 mean over the measured iterations, the peak memory, and the ratio to the goal of the issue
 (at most 1 s per iteration of 128 episodes within 20 GB on one H100).
 
-The phase split comes from the trainer's own clocks (`perf/*`), which do not wait for the
-GPU; the `wall s` column is measured here, with `torch.cuda.synchronize()` before each
-reading, so it holds everything an iteration costs (the last optimizer step and the logging
-included) and is the number compared with the goal. Peak memory is
+The phase split comes from the trainer's own clocks (`perf/*`, each read after a CUDA
+synchronize); the `wall s` column is measured here, also synchronised, from one iteration's
+end to the next, so it holds everything an iteration costs (logging included) and is the
+number compared with the goal. Peak memory is
 `torch.cuda.max_memory_allocated` since just after loading (the weights count, since they
 stay allocated), and `max_memory_reserved` (what the caching allocator took from the GPU).
 

@@ -32,10 +32,11 @@ def torch_threads(n: int = 1):
 
 @contextlib.contextmanager
 def quiet_loading():
-    """Load a model from the course's cache without transformers' "Loading weights" and
+    """Load a model from a local folder without transformers' "Loading weights" and
     "Writing model shards" progress bars: the course's models load in well under a second,
-    and a bar per load fills notebooks and widget outputs with noise. Downloads from a hub
-    keep their own bars (huggingface_hub's, not these)."""
+    and a bar per load fills notebooks and widget outputs with noise. It also silences
+    huggingface_hub's download bars (transformers switches both), so use it only for
+    local folders."""
     from transformers.utils import logging as hf_logging
 
     was_on = hf_logging.is_progress_bar_enabled()

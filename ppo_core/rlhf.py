@@ -48,7 +48,7 @@ from .kl_control import make_kl_controller
 from .losses import entropy_from_logits, kl_estimate, ppo_objective
 from .masking import logprobs_from_logits, masked_mean, masked_whiten
 from .metrics import MetricsLog
-from .value_head import CausalLMWithValueHead, lm_forward, position_ids_from_mask
+from .value_head import CausalLMWithValueHead, float32_head, lm_forward, position_ids_from_mask
 
 __all__ = ["RLHFConfig", "RLHFResult", "Rollout", "train", "load_policy_and_tokenizer",
            "sample_responses", "response_mask", "sequence_logprobs", "score_rollout",
@@ -203,8 +203,8 @@ def load_policy_and_tokenizer(model: str = "tiny", device=None):
 
     "gpt2" loads the hub's `gpt2` with `from_pretrained` where a hub is reachable (or the
     Hugging Face cache has it). Where neither is, it loads GPT-2 small's architecture
-    pre-trained on the course corpus (`text.gpt2_small_path()`, built once: about half a
-    minute on a GPU, 20–25 minutes on two CPU cores), with the course tokenizer.
+    pre-trained on the course corpus (`text.gpt2_small_path()`, built once: about 25 minutes
+    on the CPU, far less on a GPU), with the course tokenizer.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -337,9 +337,8 @@ def sample_responses(model, tokenizer, prompts: list[str], max_new_tokens: int =
     Pure sampling from softmax(logits / temperature): no top-k, no top-p, no repetition
     penalty, so the log-probabilities recomputed later are those of the sampling policy.
     `generate` derives position ids from the attention mask, as `sequence_logprobs` does.
-    Under bf16 the sampling logits come from the model's own (bf16) head, while the
-    log-probs PPO uses are re-scored with a float32 head (`value_head.lm_forward`): the
-    samples are from a policy a few thousandths of a nat away, which the ratio ignores.
+    Under bf16 the LM head runs in float32 (`value_head.float32_head`) here as in the
+    re-scoring, so that the policy sampled is the policy PPO scores.
 
     Args:
         model: a causal LM or `CausalLMWithValueHead`.
@@ -376,7 +375,7 @@ def sample_responses(model, tokenizer, prompts: list[str], max_new_tokens: int =
                                output_logits=return_sampling_logprobs)
     was_training = lm.training
     lm.eval()
-    with _autocast(device, bf16):
+    with _autocast(device, bf16), float32_head(lm) if bf16 else contextlib.nullcontext():
         out = lm.generate(input_ids=prompt_ids, attention_mask=prompt_mask,
                           generation_config=gen_cfg)
     lm.train(was_training)
@@ -519,7 +518,11 @@ def per_token_kl(policy, ref_model, tokenizer, prompt: str, response) -> tuple[l
     if isinstance(response, str):
         r_ids = tokenizer(response, return_tensors="pt", add_special_tokens=False)["input_ids"]
     else:
-        r_ids = torch.as_tensor(response, dtype=torch.long).cpu().reshape(1, -1)
+        r_ids = torch.as_tensor(response, dtype=torch.long).cpu()
+        if r_ids.dim() != 1:
+            raise ValueError(f"response ids must be 1-D (one response), got shape "
+                             f"{tuple(r_ids.shape)}")
+        r_ids = r_ids[None]
     if r_ids.shape[1] == 0:
         raise ValueError("response must contain at least one token")
     ids = torch.cat([p_ids, r_ids], dim=1).to(device)

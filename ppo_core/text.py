@@ -476,12 +476,16 @@ def cache_lock(name: str, timeout: float = 1800.0):
         fcntl = None
     if fcntl is not None:
         with open(lock_path, "a+") as fh:
-            start = time.time()
+            start, told = time.time(), False
             while True:
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if not told:
+                        print(f"another process is building {name}; waiting for it",
+                              flush=True)
+                        told = True
                     if time.time() - start > timeout:
                         raise TimeoutError(f"waited {timeout:.0f} s for {lock_path}") from None
                     time.sleep(0.5)
@@ -737,9 +741,10 @@ def _pretrain_gpt2(out_dir: Path, spec: GPT2Spec, device, desc: str) -> dict:
     return info
 
 
-def _build_threads() -> int:
-    """Threads for the builds: `$PPO_COURSE_BUILD_THREADS`, else 2 on an idle machine with
-    at least two cores and 1 on a busy one (1-minute load average ≥ 1)."""
+def _build_threads(most: int = 2) -> int:
+    """Threads for the builds: `$PPO_COURSE_BUILD_THREADS`, else 1 on a busy machine
+    (1-minute load average ≥ 1) and otherwise the cores this process may use, at most
+    `most` (2 for the small models, whose matrices gain nothing from more)."""
     env = os.environ.get("PPO_COURSE_BUILD_THREADS", "auto")
     if env != "auto":
         return max(1, int(env))
@@ -747,7 +752,11 @@ def _build_threads() -> int:
         busy = os.getloadavg()[0] >= 1.0
     except (AttributeError, OSError):                    # pragma: no cover - Windows
         busy = True
-    return 1 if busy or (os.cpu_count() or 1) < 2 else 2
+    try:
+        cores = len(os.sched_getaffinity(0))             # honours taskset / cgroup cpusets
+    except AttributeError:                               # pragma: no cover - macOS, Windows
+        cores = os.cpu_count() or 1
+    return 1 if busy else max(1, min(most, cores))
 
 
 def tiny_gpt2_path(rebuild: bool = False) -> Path:
@@ -762,17 +771,20 @@ def tiny_gpt2_path(rebuild: bool = False) -> Path:
 def gpt2_small_path(rebuild: bool = False) -> Path:
     """Directory of GPT-2 small's architecture pre-trained on the course corpus
     (`gpt2_small_spec()`): the offline stand-in for the hub's `gpt2`, loaded with the same
-    `from_pretrained`. Built on first use (on CUDA if there is one), cached in
-    `ppo_core.cache_dir()/gpt2-small-<hash of spec>` (about 350 MB), rebuilt if missing or
-    corrupt, like `tiny_gpt2_path`."""
+    `from_pretrained`. Built on first use (on CUDA if there is one; the full build took
+    about 25 minutes on the CPU here), cached in `ppo_core.cache_dir()/gpt2-small-<hash of
+    spec>` (about 350 MB), rebuilt if missing or corrupt, like `tiny_gpt2_path`."""
     spec = gpt2_small_spec()
-    name = f"gpt2-small-{spec.key()}"
-    final = _cache_root() / name
-    if not rebuild and not verify_artifact(final):
-        where = "CUDA" if resolve_device(None).type == "cuda" else "the CPU (20–25 minutes)"
-        print(f"Building the 124M-shape GPT-2 on the course corpus, once, on {where}: "
-              f"{spec.steps} steps of {spec.batch_size} sentences → {final}")
-    return _cached_model(name, spec, _build_gpt2_small, rebuild, threads=os.cpu_count() or 1)
+
+    def announce(final: Path) -> None:
+        where = "CUDA" if resolve_device(None).type == "cuda" else "the CPU"
+        took = " (about 25 minutes on two CPU cores)" if where == "the CPU" and spec.steps >= 100 else ""
+        print(f"Building the 124M-shape GPT-2 on the course corpus, once, on {where}{took}: "
+              f"{spec.steps} steps of {spec.batch_size} sentences → {final}", flush=True)
+
+    return _cached_model(f"gpt2-small-{spec.key()}", spec, _build_gpt2_small, rebuild,
+                         threads=_build_threads(most=64), lock_timeout=6 * 3600.0,
+                         announce=announce)
 
 
 def _cache_root() -> Path:
@@ -781,21 +793,23 @@ def _cache_root() -> Path:
     return cache_dir()
 
 
-def _cached_model(name: str, spec: GPT2Spec, builder, rebuild: bool, threads: int | None = None) -> Path:
+def _cached_model(name: str, spec: GPT2Spec, builder, rebuild: bool, threads: int | None = None,
+                  lock_timeout: float = 1800.0, announce=None) -> Path:
     """`cache_dir()/name`, built by `builder(tmp_dir, spec)` under the cache lock when it is
     missing or corrupt (or `rebuild`), through `atomic_build`, on `threads` torch threads
-    (`$PPO_COURSE_BUILD_THREADS` wins; None: `_build_threads()`)."""
+    (None: `_build_threads()`); `announce(final)` is called just before a build starts."""
     final = _cache_root() / name
     if not rebuild and verify_artifact(final):
         return final
-    with cache_lock(name):
+    with cache_lock(name, timeout=lock_timeout):
         if not rebuild and verify_artifact(final):           # another process built it
             return final
+        if announce is not None:
+            announce(final)
         info: dict = {}
 
         def build(tmp):
-            n = threads if threads and "PPO_COURSE_BUILD_THREADS" not in os.environ else None
-            with torch_threads(n or _build_threads()):
+            with torch_threads(threads or _build_threads()):
                 info.update(builder(tmp, spec))
         atomic_build(final, build, info)
     return final
@@ -824,7 +838,8 @@ def load_policy(name_or_path: str = "tiny", device=None, dtype=None):
     mkw = dict(kw)
     if dtype is not None:
         mkw["dtype"] = dtype
-    with quiet_loading():
+    local = Path(str(path)).is_dir()                     # a hub download keeps its bars
+    with quiet_loading() if local else contextlib.nullcontext():
         tok = AutoTokenizer.from_pretrained(path, **kw)
         model = AutoModelForCausalLM.from_pretrained(path, **mkw)
     tok.padding_side = "left"

@@ -21,6 +21,7 @@ Shapes: B batch, T tokens, H hidden size, V vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from ._runtime import quiet_loading
 from .masking import position_ids_from_mask
 
 __all__ = ["ValueHead", "CausalLMWithValueHead", "position_ids_from_mask", "hidden_size_of",
-           "lm_forward"]
+           "lm_forward", "float32_head"]
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -48,43 +49,50 @@ def hidden_size_of(config) -> int:
     raise ValueError(f"cannot find the hidden size in config of type {type(config).__name__}")
 
 
-def _fp32_head(lm: nn.Module):
-    """The LM head as a plain `nn.Linear` on the backbone's last hidden state, or None when
-    the model does more than that (logit scaling or soft-capping, or an unusual layout)."""
-    head = getattr(lm, "get_output_embeddings", lambda: None)()
-    base = getattr(lm, "base_model", lm)
-    cfg = getattr(lm, "config", None)
-    scaled = any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in
-                 ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_mult"))
-    if not isinstance(head, nn.Linear) or base is lm or scaled:
-        return None
-    return base, head
+@contextlib.contextmanager
+def float32_head(lm: nn.Module):
+    """Within the block, the LM head's final linear layer (`get_output_embeddings()`) runs in
+    float32 on its upcast input, whatever autocast says; the rest of the model is untouched.
+
+    Why: under bf16 autocast the logits would be rounded to bf16. GPT-2's logits are of
+    order −100, where bf16 steps are 0.5, so every log-probability would carry noise of a
+    few tenths of a nat, as large as the clip range; and old and new log-probs computed
+    on batches of different shapes would differ by it. Patching the layer instead of
+    recomputing `head(hidden)` keeps whatever the model does around it (a transform
+    before the projection, logit scaling or soft-capping after it). A model whose output
+    embeddings are not an `nn.Linear` is left as it is.
+    """
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    if not isinstance(head, nn.Linear):
+        yield
+        return
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            bias = None if head.bias is None else head.bias.float()
+            return nn.functional.linear(x.float(), head.weight.float(), bias)
+
+    had_own = "forward" in head.__dict__                 # e.g. an accelerate hook
+    previous = head.__dict__.get("forward")
+    head.forward = forward
+    try:
+        yield
+    finally:
+        if had_own:
+            head.forward = previous
+        else:
+            del head.forward
 
 
 def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                position_ids: torch.Tensor, need_hidden: bool = False, fp32_head: bool = False):
     """One forward pass of a causal LM: `(logits (B, T, V), last hidden state (B, T, H) or
-    None)`.
-
-    With `fp32_head` (used under bf16 autocast) the backbone runs as autocast says and the
-    LM head runs in float32 on the upcast hidden state, so the logits are float32 all the
-    way. This matters for PPO: GPT-2's logits are of order −100, where bf16 steps are 0.5,
-    so bf16 logits put noise of a few tenths of a nat on every log-probability, as large
-    as the clip range, and old and new log-probs computed on different batch shapes would
-    differ by it. Models whose head is not a plain linear layer keep their own head.
-    """
-    parts = _fp32_head(lm) if fp32_head else None
-    if parts is None:
+    None)`. With `fp32_head` (used under bf16 autocast) the LM head runs in float32
+    (`float32_head`), so the logits are float32."""
+    with float32_head(lm) if fp32_head else contextlib.nullcontext():
         out = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                  use_cache=False, output_hidden_states=need_hidden)
-        return out.logits, (out.hidden_states[-1] if need_hidden else None)
-    base, head = parts
-    hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                  use_cache=False).last_hidden_state                     # after the final norm
-    with torch.autocast(device_type=hidden.device.type, enabled=False):
-        bias = None if head.bias is None else head.bias.float()
-        logits = nn.functional.linear(hidden.float(), head.weight.float(), bias)
-    return logits, hidden
+    return out.logits, (out.hidden_states[-1] if need_hidden else None)
 
 
 class ValueHead(nn.Module):
@@ -147,7 +155,8 @@ class CausalLMWithValueHead(nn.Module):
 
         if dtype is not None:
             kwargs["dtype"] = dtype
-        with quiet_loading():
+        local = Path(str(name_or_path)).is_dir()         # a hub download keeps its bars
+        with quiet_loading() if local else contextlib.nullcontext():
             model = AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
         if device is not None:
             model.to(device)

@@ -42,18 +42,31 @@ def prompts():
 
 @pytest.fixture(scope="session")
 def bf16_close_to_fp32():
-    """`check(policy, tok, prompts, seed, max_new_tokens)`: sample under bf16 autocast, score
-    the rollout with and without bf16, assert that log-probs, values and entropies come back
-    float32 and finite, that bf16 changed something (autocast ran) but stayed within 0.05
-    nats mean and 0.25 worst of fp32, and that sampling-time log-probs agree as well.
-    Returns (mean, max) of |logp_bf16 − logp_fp32|. Used by test_bf16_cpu and test_gpu."""
+    """`check(model, tok, prompts, seed, max_new_tokens, mean_tol, max_tol)` for a GPT-2
+    `model`: on a copy whose final norm is scaled by 8, so that its logits reach ±100 as
+    GPT-2's do (where bf16 steps are 0.5), sample under bf16 autocast, score the rollout
+    with and without bf16, and assert that
+    * log-probs, values and entropies come back float32 and finite;
+    * bf16 changed something (autocast ran), within `mean_tol` / `max_tol` nats of fp32;
+    * the sampling-time log-probs agree with the bf16 re-scoring (same float32 head).
+    Returns (mean, max) of |logp_bf16 − logp_fp32|.
+
+    Measured on the CPU (16 prompts × 12 tokens): 0.0025 mean, 0.071 worst as the trainer
+    does it; 0.021 / 0.36 without the float32 head, 0.0044 / 0.19 with the logits or the
+    log-softmax rounded to bf16; sampling vs re-scoring 0.028 worst (0.34 when generation
+    lacks the float32 head). Used by test_bf16_cpu (tight bounds) and test_gpu."""
+    import copy
+
     import torch
 
-    from ppo_core.rlhf import sample_responses, sequence_logprobs
+    from ppo_core.rlhf import CausalLMWithValueHead, sample_responses, sequence_logprobs
 
-    mean_tol, max_tol = 0.05, 0.25
-
-    def check(policy, tok, prompts, seed=3, max_new_tokens=12):
+    def check(model, tok, prompts, seed=3, max_new_tokens=12, mean_tol=0.008, max_tol=0.15):
+        big = copy.deepcopy(model)
+        with torch.no_grad():
+            big.transformer.ln_f.weight.mul_(8)
+            big.transformer.ln_f.bias.mul_(8)
+        policy = CausalLMWithValueHead(big)
         torch.manual_seed(seed)
         ro = sample_responses(policy, tok, prompts, max_new_tokens=max_new_tokens, bf16=True,
                               return_sampling_logprobs=True)
@@ -63,6 +76,8 @@ def bf16_close_to_fp32():
             full, half = (sequence_logprobs(policy, ro.input_ids, ro.attention_mask,
                                             ro.n_prompt, bf16=b, with_values=True,
                                             with_entropy=True) for b in (False, True))
+            logits = big(input_ids=ro.input_ids, attention_mask=ro.attention_mask).logits
+        assert float(logits.abs().max()) > 64                       # bf16 spacing ≥ 0.5
         for key in ("logp", "values", "entropy"):
             assert half[key].dtype == torch.float32, (key, half[key].dtype)
             assert bool(torch.isfinite(half[key]).all()), key
@@ -72,7 +87,7 @@ def bf16_close_to_fp32():
         assert stats[1] > 1e-5, "bf16 autocast changed nothing: did it run?"
         assert float((half["values"] - full["values"])[m].abs().max()) < max_tol
         resample = (half["logp"] - ro.sampling_logprobs)[m].abs()
-        assert float(resample.mean()) < mean_tol, float(resample.mean())
+        assert float(resample.max()) < max_tol, float(resample.max())
         return stats
 
     return check

@@ -195,10 +195,11 @@ def test_gpt2_small_spec_has_gpt2_small_shape():
     assert spec.key() != text.tiny_gpt2_spec().key()
 
 
-def test_gpt2_small_offline_is_pretrained_on_the_corpus():
+def test_gpt2_small_offline_is_pretrained_on_the_corpus(monkeypatch):
     """The offline `gpt2`: GPT-2 small's shape, trained on the corpus, saved, and opened with
     `from_pretrained` (fast mode trains only a few steps: the loss must still have fallen
     below that of a uniform guess over the vocabulary)."""
+    monkeypatch.setenv("PPO_COURSE_FAST", "1")         # not the 25-minute CPU build
     path = text.gpt2_small_path()
     assert text.verify_artifact(path)
     facts = json.loads((path / "ppo_course_manifest.json").read_text())

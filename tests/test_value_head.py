@@ -104,6 +104,31 @@ def test_float32_head_gives_the_models_own_logits_and_values(factory):
         assert model(ids, mask, fp32_head=True)[0].dtype == torch.float32
 
 
+def test_float32_head_keeps_what_the_model_does_around_its_head():
+    """Some models scale or cap the logits after the head's linear layer (FalconH1, Granite,
+    Gemma 2) or transform the hidden state before it (BERT-style heads): the float32 head
+    patches only the linear layer, so the model's own logits come out, in float32."""
+    from transformers import GPT2LMHeadModel
+
+    class ScaledHead(GPT2LMHeadModel):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = 0.25 * torch.tanh(out.logits / 3) * 3
+            return out
+
+    lm = _tiny_gpt2()
+    scaled = ScaledHead(lm.config).eval()
+    scaled.load_state_dict(lm.state_dict())
+    model = CausalLMWithValueHead(scaled)
+    ids = torch.randint(1, 97, (2, 5))
+    logits, _ = model(ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits32, _ = model(ids, fp32_head=True)
+    assert logits32.dtype == torch.float32
+    torch.testing.assert_close(logits32, logits, rtol=0, atol=2e-2)        # bf16 backbone
+    assert "forward" not in scaled.lm_head.__dict__                         # patch undone
+
+
 @pytest.mark.parametrize("factory", [_tiny_gpt2, _tiny_llama], ids=["gpt2", "llama"])
 def test_left_padding_does_not_change_values(factory):
     model = CausalLMWithValueHead(factory())

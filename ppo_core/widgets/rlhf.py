@@ -24,7 +24,7 @@ _PANELS = [("objective/proxy_reward", "proxy reward (reward model)"),
            ("objective/gold_reward", "gold reward (VADER)"),
            ("objective/kl", "KL(π‖π_ref) per sequence [nats]"),
            ("losses/entropy", "entropy per token [nats]"),
-           ("losses/clipfrac", "clip fraction (ratio outside 1 ± ε)")]
+           ("losses/clipfrac", "fraction of tokens clipped")]
 _LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
 _MAX_STEPS = 30             # a run of 30 iterations stays within a minute on two CPU cores
 
