@@ -23,7 +23,7 @@ import torch
 from ._checks import as_tensor, finite_tensor, unit_interval
 from .masking import masked_whiten
 
-__all__ = ["discounted_returns", "gae", "whiten"]
+__all__ = ["discounted_returns", "gae", "whiten", "explained_variance"]
 
 
 def _time_major(name, x, shape=None, dtype=None):
@@ -134,3 +134,15 @@ def whiten(x, mask=None, shift_mean: bool = True):
     With `shift_mean=False` only the scale changes. Same shape as `x`.
     """
     return masked_whiten(x, mask, shift_mean=shift_mean)
+
+
+def explained_variance(returns, values) -> float:
+    """How much of the returns' spread the critic explains: 1 − Var(R − V) / Var(R), over
+    the given (already masked) elements. 1 is perfect, 0 no better than a constant, < 0
+    worse; 0 when the returns have no spread (one element, all equal)."""
+    returns = torch.as_tensor(returns, dtype=torch.float32).flatten()
+    values = torch.as_tensor(values, dtype=torch.float32).flatten()
+    var = torch.var(returns, unbiased=False)
+    if float(var) <= 0:
+        return 0.0
+    return float(1 - torch.var(returns - values, unbiased=False) / var)

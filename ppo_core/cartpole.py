@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .advantages import whiten
+from .advantages import explained_variance, whiten
 from .checkpoint import (load_checkpoint, load_optimizer_tensors, optimizer_tensors,
                          save_checkpoint)
 from .kl_control import make_kl_controller
@@ -383,8 +383,7 @@ def _train(cfg: CartPoleConfig) -> TrainResult:
             # 5. β, log, evaluate, checkpoint ---------------------------------------------
             mean = {k: val / max(count, 1) for k, val in sums.items()}
             kl_ctl.update(mean["kl_ref"], B)
-            var_ret = float(b_ret.var())
-            explained = 1.0 - float((b_ret - b_val).var()) / var_ret if var_ret > 0 else 0.0
+            explained = explained_variance(b_ret, b_val)
             train_seconds += time.perf_counter() - t0
             recent = (recent + ro.episode_returns)[-20:]
             iteration += 1

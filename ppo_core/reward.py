@@ -240,12 +240,8 @@ class RewardModel(nn.Module):
     @classmethod
     def load(cls, directory, device=None) -> "RewardModel":
         from safetensors.torch import load_file
-        from transformers import AutoModel, AutoTokenizer
         directory = Path(directory)
-        with quiet_loading():
-            tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-            backbone = AutoModel.from_pretrained(directory, local_files_only=True)
-        tok.padding_side = "left"
+        backbone, tok = _load_backbone(directory)
         meta = json.loads((directory / "reward_meta.json").read_text())
         rm = cls(backbone, tok, offset=meta["offset"])
         rm.head.load_state_dict(load_file(str(directory / "reward_head.safetensors")))
@@ -386,6 +382,17 @@ def _exclamation_effect(rm: RewardModel) -> float:
     return float((loud - plain).mean())
 
 
+def _load_backbone(path: Path):
+    """(`AutoModel` backbone, left-padding tokenizer) from a local `save_pretrained` folder."""
+    from transformers import AutoModel, AutoTokenizer
+
+    with quiet_loading():
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        backbone = AutoModel.from_pretrained(path, local_files_only=True)
+    tok.padding_side = "left"
+    return backbone, tok
+
+
 def train_reward_model(spec: RewardSpec, device=None, progress: bool = True) -> RewardModel:
     """Build a reward model from the tiny GPT-2's backbone and train it on annotator
     preferences with the pairwise logistic loss; report held-out metrics in `.metrics`.
@@ -393,16 +400,11 @@ def train_reward_model(spec: RewardSpec, device=None, progress: bool = True) -> 
         L(ψ) = −mean( log σ( R_ψ(chosen) − R_ψ(rejected) ) )
     """
     from tqdm.auto import tqdm
-    from transformers import AutoModel, AutoTokenizer
     from .text import tiny_gpt2_path
 
     t0, c0 = time.time(), time.process_time()
     torch.manual_seed(spec.seed)
-    path = tiny_gpt2_path()
-    with quiet_loading():
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        backbone = AutoModel.from_pretrained(path, local_files_only=True)   # GPT2Model: no LM head
-    tok.padding_side = "left"
+    backbone, tok = _load_backbone(tiny_gpt2_path())    # GPT2Model: the LM without its head
     rm = RewardModel(backbone, tok)
     rm.bias = spec.bias
     dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -476,28 +478,16 @@ def reward_model_path(bias: str | None = None, rebuild: bool = False) -> Path:
     """Directory of the cached reward model for `bias` (None or "exclamation"); trained on
     first use (≈ 1 minute on two CPU cores) into `cache_dir()/reward-<bias>-<hash>`.
     Missing or corrupt → rebuilt; lock file against concurrent builds."""
-    from . import cache_dir
-    from .text import _build_threads, atomic_build, cache_lock, torch_threads, verify_artifact
+    from .text import cached_build
 
     spec = reward_spec(bias)
-    name = f"reward-{bias or 'none'}-{spec.key()}"
-    final = cache_dir() / name
-    if not rebuild and verify_artifact(final):
-        return final
-    from .text import tiny_gpt2_path
-    tiny_gpt2_path()                                   # outside our lock: it has its own
-    with cache_lock(name):
-        if not rebuild and verify_artifact(final):
-            return final
-        info: dict = {}
 
-        def build(tmp):
-            with torch_threads(_build_threads()):
-                rm = train_reward_model(spec)
-            rm.save(tmp)
-            info.update({"metrics": {k: v for k, v in rm.metrics.items() if k != "spec"}})
-        atomic_build(final, build, info)
-    return final
+    def build(tmp: Path) -> dict:
+        rm = train_reward_model(spec)         # builds the tiny GPT-2 first if needed (own lock)
+        rm.save(tmp)
+        return {"metrics": {k: v for k, v in rm.metrics.items() if k != "spec"}}
+
+    return cached_build(f"reward-{bias or 'none'}-{spec.key()}", build, rebuild)
 
 
 def load_reward_model(bias: str | None = None, device=None) -> RewardModel:

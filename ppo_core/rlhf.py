@@ -43,7 +43,7 @@ import torch
 
 from ._checks import finite_tensor, non_negative, positive_finite, unit_interval
 from ._runtime import resolve_device
-from .advantages import gae
+from .advantages import explained_variance, gae
 from .kl_control import make_kl_controller
 from .losses import entropy_from_logits, kl_estimate, ppo_objective
 from .masking import logprobs_from_logits, masked_mean, masked_whiten
@@ -162,8 +162,10 @@ class RLHFConfig:
         positive_finite(self.temperature, "temperature")
         positive_finite(self.max_grad_norm, "max_grad_norm")
         positive_finite(self.early_stop_kl, "early_stop_kl", allow_none=True)
-        if self.reward_bias not in (None, "exclamation"):
-            raise ValueError(f"reward_bias must be None or 'exclamation', got {self.reward_bias!r}")
+        from .reward import BIASES
+
+        if self.reward_bias not in BIASES:
+            raise ValueError(f"reward_bias must be one of {BIASES}, got {self.reward_bias!r}")
         if not isinstance(self.save_every, int) or self.save_every < 0:
             raise ValueError(f"save_every must be an int >= 0, got {self.save_every!r}")
 
@@ -190,14 +192,6 @@ class RLHFResult:
 # Models
 # --------------------------------------------------------------------------------------------
 
-def _prepare_tokenizer(tokenizer):
-    """Left padding (generation appends on the right); pad = EOS when there is no pad."""
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def load_policy_and_tokenizer(model: str = "tiny", device=None):
     """(causal LM, tokenizer) for `model` = "tiny", "gpt2" or a local path.
 
@@ -206,29 +200,20 @@ def load_policy_and_tokenizer(model: str = "tiny", device=None):
     pre-trained on the course corpus (`text.gpt2_small_path()`, built once: about 25 minutes
     on the CPU, far less on a GPU), with the course tokenizer.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from . import text
 
     dev = resolve_device(device)
     if not isinstance(model, (str, os.PathLike)) or not str(model):
         raise ValueError(f"model must be 'tiny', 'gpt2' or a path, got {model!r}")
     name = str(model)
-    if name == "tiny":
-        lm, tok = text.load_policy("tiny", device=dev)
-    elif name == "gpt2":
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    if name == "gpt2":
         try:
-            lm = AutoModelForCausalLM.from_pretrained("gpt2", local_files_only=offline)
-            tok = AutoTokenizer.from_pretrained("gpt2", local_files_only=offline)
-            lm.to(dev).eval()
+            return text.load_policy("gpt2", device=dev)
         except (OSError, ValueError):                    # no hub, nothing in the HF cache
-            lm, tok = text.load_policy(text.gpt2_small_path(), device=dev)
-    else:
-        if not Path(name).exists():
-            raise ValueError(f"model must be 'tiny', 'gpt2' or an existing path, got {name!r}")
-        lm, tok = text.load_policy(name, device=dev)
-    return lm, _prepare_tokenizer(tok)
+            return text.load_policy(text.gpt2_small_path(), device=dev)
+    if name != "tiny" and not Path(name).exists():
+        raise ValueError(f"model must be 'tiny', 'gpt2' or an existing path, got {name!r}")
+    return text.load_policy(name, device=dev)
 
 
 def _reference_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -610,7 +595,9 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
             raise ValueError("tokenizer is required when a policy is passed")
         lm = policy.pretrained_model if isinstance(policy, CausalLMWithValueHead) else policy
         lm.to(device)
-        tokenizer = _prepare_tokenizer(tokenizer)
+        from .text import prepare_tokenizer
+
+        tokenizer = prepare_tokenizer(tokenizer)
     if ref_model is None:
         ref_model = _reference_copy(lm)
     ref_model.to(device)
@@ -723,10 +710,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
                 episodes += cfg.batch_size
                 n_tokens = int(mask.sum())
                 mean = {k: sum(v) / len(v) for k, v in stats_acc.items()}
-                # 1 − Var(R − V)/Var(R); 0 when R has no spread (one token, equal returns)
-                ev_var = torch.var(returns[mask], unbiased=False)
-                explained = float(1 - torch.var(returns[mask] - old_values[mask], unbiased=False)
-                                  / ev_var) if float(ev_var) > 0 else 0.0
+                explained = explained_variance(returns[mask], old_values[mask])
                 dt = t_update - t0
                 record = {
                     "iteration": it,

@@ -49,8 +49,8 @@ from ._runtime import quiet_loading, resolve_device, torch_threads  # noqa: F401
 
 __all__ = ["build_corpus", "build_prompts", "train_tokenizer", "GPT2Spec", "TinyGPT2Spec",
            "tiny_gpt2_spec", "tiny_gpt2_path", "gpt2_small_spec", "gpt2_small_path",
-           "load_policy", "gpt2_small_config", "EOS", "verify_artifact",
-           "cache_lock", "atomic_build", "torch_threads"]
+           "load_policy", "prepare_tokenizer", "gpt2_small_config", "EOS", "verify_artifact",
+           "cache_lock", "atomic_build", "cached_build", "torch_threads"]
 
 EOS = "<|endoftext|>"
 _CORPUS_VERSION = 4            # bump when the generator changes: invalidates cached models
@@ -624,8 +624,9 @@ def gpt2_small_spec() -> GPT2Spec:
     model."""
     from . import fast_mode
 
-    small = GPT2Spec(n_positions=1024, n_embd=768, n_layer=12, n_head=12, steps=500,
-                     batch_size=32, lr=5e-4)
+    shape = gpt2_small_config(1)
+    small = GPT2Spec(n_positions=shape.n_positions, n_embd=shape.n_embd, n_layer=shape.n_layer,
+                     n_head=shape.n_head, steps=500, batch_size=32, lr=5e-4)
     return dataclasses.replace(small, steps=4, batch_size=4) if fast_mode() else small
 
 
@@ -765,8 +766,9 @@ def tiny_gpt2_path(rebuild: bool = False) -> Path:
     use (≈ 1 minute on two CPU cores, with a progress bar) and cached in
     `ppo_core.cache_dir()/tiny-gpt2-<hash of spec>`. A missing or corrupt directory (manifest
     check fails) is rebuilt; `rebuild=True` forces it. Safe across processes (lock file)."""
-    return _cached_model(f"tiny-gpt2-{tiny_gpt2_spec().key()}", tiny_gpt2_spec(),
-                         _build_tiny_gpt2, rebuild)
+    spec = tiny_gpt2_spec()
+    return cached_build(f"tiny-gpt2-{spec.key()}", lambda tmp: _build_tiny_gpt2(tmp, spec),
+                        rebuild)
 
 
 def gpt2_small_path(rebuild: bool = False) -> Path:
@@ -783,23 +785,22 @@ def gpt2_small_path(rebuild: bool = False) -> Path:
         print(f"Building the 124M-shape GPT-2 on the course corpus, once, on {where}{took}: "
               f"{spec.steps} steps of {spec.batch_size} sentences → {final}", flush=True)
 
-    return _cached_model(f"gpt2-small-{spec.key()}", spec, _build_gpt2_small, rebuild,
-                         threads=_build_threads(most=64), lock_timeout=6 * 3600.0,
-                         announce=announce)
+    return cached_build(f"gpt2-small-{spec.key()}", lambda tmp: _build_gpt2_small(tmp, spec),
+                        rebuild, threads=_build_threads(most=64), lock_timeout=6 * 3600.0,
+                        announce=announce)
 
 
-def _cache_root() -> Path:
+def cached_build(name: str, builder, rebuild: bool = False, threads: int | None = None,
+                 lock_timeout: float = 1800.0, announce=None) -> Path:
+    """`cache_dir()/name`, built when it is missing or corrupt (or `rebuild`): under
+    `cache_lock`, `builder(tmp_dir)` writes the artefact into a temporary folder and returns
+    the facts for its manifest, then `atomic_build` renames it into place. The build runs on
+    `threads` torch threads (None: `_build_threads()`); `announce(final)` is called just
+    before it starts. Every cached model of the course (tiny GPT-2, GPT-2 small's shape,
+    reward models) goes through here."""
     from . import cache_dir
 
-    return cache_dir()
-
-
-def _cached_model(name: str, spec: GPT2Spec, builder, rebuild: bool, threads: int | None = None,
-                  lock_timeout: float = 1800.0, announce=None) -> Path:
-    """`cache_dir()/name`, built by `builder(tmp_dir, spec)` under the cache lock when it is
-    missing or corrupt (or `rebuild`), through `atomic_build`, on `threads` torch threads
-    (None: `_build_threads()`); `announce(final)` is called just before a build starts."""
-    final = _cache_root() / name
+    final = cache_dir() / name
     if not rebuild and verify_artifact(final):
         return final
     with cache_lock(name, timeout=lock_timeout):
@@ -811,7 +812,7 @@ def _cached_model(name: str, spec: GPT2Spec, builder, rebuild: bool, threads: in
 
         def build(tmp):
             with torch_threads(threads or _build_threads()):
-                info.update(builder(tmp, spec))
+                info.update(builder(tmp))
         atomic_build(final, build, info)
     return final
 
@@ -843,20 +844,27 @@ def load_policy(name_or_path: str = "tiny", device=None, dtype=None):
     with quiet_loading() if local else contextlib.nullcontext():
         tok = AutoTokenizer.from_pretrained(path, **kw)
         model = AutoModelForCausalLM.from_pretrained(path, **mkw)
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    prepare_tokenizer(tok)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     model.to(resolve_device(device)).eval()
     return model, tok
 
 
+def prepare_tokenizer(tokenizer):
+    """Left padding (generation appends on the right) and pad = EOS when the tokenizer has
+    no pad token (GPT-2's case). Returns the same tokenizer."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def gpt2_small_config(vocab_size: int):
     """`GPT2Config` of GPT-2 small's architecture (124M with the 50,257-token vocabulary:
     12 layers, d_model 768, 12 heads, context 1024) for a given vocabulary size, with
-    bos = eos = pad = 0 (the course tokenizer's `<|endoftext|>`). Used for the offline
-    "gpt2" shape when no hub is reachable."""
+    bos = eos = pad = 0 (the course tokenizer's `<|endoftext|>`). `gpt2_small_spec` takes
+    its shape from here."""
     from transformers import GPT2Config
 
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
