@@ -57,7 +57,6 @@ class CartPoleLab:
         self.output = W.Output()
         self.displayed = False
         self.runs: list[dict] = []
-        self.last_records: list[dict] = []
         with plt.ioff():
             self.fig, (self.ax, self.ax_kl) = plt.subplots(1, 2, figsize=(10, 3.6))
         self._style_axes()
@@ -68,7 +67,11 @@ class CartPoleLab:
             W.HBox([self.run_button, self.clear_button, self.status]),
             self.output,
         ])
-        self._show()
+
+    @property
+    def last_records(self) -> list[dict]:
+        """The newest run's records ([] before the first run)."""
+        return self.runs[-1]["records"] if self.runs else []
 
     def config(self) -> CartPoleConfig:
         """The CartPoleConfig the sliders describe (plus the fixed LAB_RUN settings)."""
@@ -79,8 +82,7 @@ class CartPoleLab:
                               max_train_seconds=LAB_SECONDS, **LAB_RUN)
 
     def label(self) -> str:
-        e = self.eps.value
-        return (f"ε={'off' if e == 'off' else e}, β={self.beta.value}, "
+        return (f"ε={self.eps.value}, β={self.beta.value}, "
                 f"lr={self.lr.value:g}, K={self.epochs.value}")
 
     def run(self) -> list[dict]:
@@ -91,7 +93,6 @@ class CartPoleLab:
             result = train(self.config())
         finally:
             self.run_button.disabled = False
-        self.last_records = result.records
         final = [r["charts/episodic_return"] for r in result.records[-4:]
                  if "charts/episodic_return" in r]
         run = {"label": self.label(), "records": result.records,
@@ -109,7 +110,6 @@ class CartPoleLab:
     def clear(self) -> None:
         """Forget every run and empty the figure."""
         self.runs.clear()
-        self.last_records = []
         self.ax.clear()
         self.ax_kl.clear()
         self._style_axes()

@@ -15,8 +15,9 @@ import html
 
 import matplotlib.pyplot as plt
 
-from .. import fast_mode
+from .. import fast_mode, reward, text
 from ..rlhf import RLHFConfig, train
+from .bandit import show_in
 
 __all__ = ["RLHFLab", "rlhf_lab", "plot_rlhf_runs"]
 
@@ -87,17 +88,13 @@ class RLHFLab:
                  reward_fn=None):
         import ipywidgets as W
 
-        from .. import reward, text
-
-        steps = steps if steps is not None else (6 if fast_mode() else 10)
-        if not isinstance(steps, int) or not 1 <= steps <= _MAX_STEPS:
-            raise ValueError(f"steps must be an int in [1, {_MAX_STEPS}], got {steps!r}")
         if not isinstance(lr, (int, float)) or not 0 < lr < 1:
             raise ValueError(f"lr must be in (0, 1), got {lr!r}")
         self.batch_size, self.response_len, self.ppo_epochs = batch_size, response_len, ppo_epochs
         self.device, self.seed = device, seed
-        self.iterations = W.IntSlider(value=steps, min=1, max=_MAX_STEPS, step=1,
-                                      description="iterations", continuous_update=False)
+        self.iterations = W.IntSlider(min=1, max=_MAX_STEPS, step=1, description="iterations",
+                                      continuous_update=False)
+        self.steps = steps if steps is not None else (6 if fast_mode() else 10)   # checked
         rates = tuple(sorted(set(_LEARNING_RATES) | {float(lr)}))
         self.learning_rate = W.SelectionSlider(options=[(f"{r:g}", r) for r in rates],
                                                value=float(lr), description="lr",
@@ -105,13 +102,9 @@ class RLHFLab:
         self._default_steps, self._default_lr = self.steps, self.lr
         self._base, self.tokenizer = text.load_policy("tiny", device=device)
         self._prompts = text.build_prompts(n=256, seed=1)
-        self._gold = reward.gold_score
         self._reward_models: dict = {}
         self._reward_override = reward_fn
-        self._reward = reward
         self.runs: dict[str, list[dict]] = {}
-        self.last_records: list[dict] = []
-        self.last_result = None
 
         self.beta = W.FloatSlider(value=0.05, min=0.0, max=1.0, step=0.01, description="β (KL)",
                                   continuous_update=False, readout_format=".2f")
@@ -136,6 +129,11 @@ class RLHFLab:
                               W.HBox([self.run_button, self.clear_button, self.status]),
                               self.output, self.samples])
         self._redraw()
+
+    @property
+    def last_records(self) -> list[dict]:
+        """The newest run's records ([] before the first run)."""
+        return next(reversed(self.runs.values()), [])
 
     @property
     def steps(self) -> int:
@@ -164,7 +162,7 @@ class RLHFLab:
         if self._reward_override is not None:
             return self._reward_override
         if bias not in self._reward_models:
-            self._reward_models[bias] = self._reward.load_reward_model(bias=bias, device=self.device)
+            self._reward_models[bias] = reward.load_reward_model(bias=bias, device=self.device)
         return self._reward_models[bias].score
 
     def run(self, beta: float | None = None, clip_eps: float | None = None) -> list[dict]:
@@ -189,11 +187,9 @@ class RLHFLab:
                              device=self.device, seed=self.seed, progress=False)
             result = train(cfg, policy=copy.deepcopy(self._base), tokenizer=self.tokenizer,
                            ref_model=self._base, reward_fn=self._reward_fn(bias),
-                           gold_fn=self._gold, prompts=self._prompts)
+                           gold_fn=reward.gold_score, prompts=self._prompts)
         finally:
             self.run_button.disabled = False
-        self.last_result = result
-        self.last_records = result.records
         name, k = label, 2
         while name in self.runs:
             name, k = f"{label} #{k}", k + 1
@@ -210,18 +206,12 @@ class RLHFLab:
     def clear(self) -> None:
         """Forget every run."""
         self.runs.clear()
-        self.last_records = []
         self.samples.value = ""
         self._redraw()
 
     def _redraw(self) -> None:
-        from IPython.display import display
-
         plot_rlhf_runs(self.runs, self.axes)
-        self.figure.canvas.draw_idle()
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.figure)
+        show_in(self.output, self.figure)
 
     def _ipython_display_(self):
         from IPython.display import display
