@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._checks import non_negative, positive_finite, unit_interval
 from .advantages import explained_variance, whiten
 from .checkpoint import (load_checkpoint, load_optimizer_tensors, optimizer_tensors,
                          save_checkpoint)
@@ -115,19 +116,12 @@ class CartPoleConfig:
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ValueError(f"eval_every must be an int >= 0, got {self.eval_every!r}")
         for name in ("gamma", "gae_lambda"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
-                raise ValueError(f"{name} must lie in [0, 1], got {v!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+            unit_interval(getattr(self, name), name)
+        positive_finite(self.lr, "lr")
         for name in ("clip_eps", "value_clip_eps", "target_kl", "kl_target", "max_train_seconds"):
-            v = getattr(self, name)
-            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be None or a finite number > 0, got {v!r}")
+            positive_finite(getattr(self, name), name, allow_none=True)
         for name in ("vf_coef", "ent_coef", "beta", "max_grad_norm"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+            non_negative(getattr(self, name), name)
         if self.kl_target is not None and self.beta <= 0:
             raise ValueError(f"kl_target={self.kl_target} adapts β, so beta must start > 0, got {self.beta!r}")
         if self.kl_reference not in ("rollout", "initial"):
@@ -193,30 +187,6 @@ def load_policy(directory) -> tuple[ActorCritic, CartPoleConfig]:
     model = ActorCritic(state["obs_dim"], state["n_actions"], config.hidden)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     return model, config
-
-
-def _truncate_log(path, last_iteration: int) -> None:
-    """Keep only the log lines of iterations <= `last_iteration` (those the checkpoint holds).
-
-    A log can run ahead of its checkpoint (interrupted after the last save: the resumed run
-    redoes those iterations) or end in a half-written line (a killed run); appending to it
-    as it is would duplicate iterations or glue a record onto the broken line."""
-    import json
-    import os
-    path = Path(path)
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and rec.get("iteration", 0) <= last_iteration:
-            kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -291,9 +261,9 @@ def _train(cfg: CartPoleConfig) -> TrainResult:
         start_iter, global_step = saved["iteration"], saved["global_step"]
         train_seconds = saved.get("train_seconds", 0.0)
         kl_ctl.beta = saved.get("beta", kl_ctl.beta)
-        if cfg.log_path:
-            _truncate_log(cfg.log_path, start_iter)
-    log = MetricsLog(cfg.log_path, resume=cfg.resume)
+    # resuming: the log keeps what the checkpoint holds; later iterations are redone
+    log = MetricsLog(cfg.log_path, resume=cfg.resume,
+                     keep=lambda r: r.get("iteration", 0) <= start_iter)
 
     def checkpoint(iteration):
         if cfg.save_dir:

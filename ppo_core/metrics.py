@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 __all__ = ["MetricsLog", "read_log"]
@@ -32,18 +33,25 @@ def _clean(value):
 class MetricsLog:
     """Append-only JSONL writer; also keeps the records in memory (`.records`).
 
-    `MetricsLog(None)` keeps records in memory only. `resume=True` appends to an existing
-    file and loads its records, so a resumed run's log continues where it stopped.
+    `MetricsLog(None)` keeps records in memory only. `resume=True` continues an existing
+    file: its records are loaded (a half-written last line, from a killed run, is dropped),
+    those for which `keep(record)` is false are dropped too (e.g. iterations after the
+    checkpoint a run resumes from, which it will redo), the file is rewritten with the
+    rest, atomically, and new records are appended after them.
     """
 
-    def __init__(self, path=None, resume: bool = False):
+    def __init__(self, path=None, resume: bool = False, keep=None):
         self.path = Path(path) if path is not None else None
         self.records: list[dict] = []
         self._fh = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if resume and self.path.exists():
-                self.records = read_log(self.path)
+                self.records = [r for r in read_log(self.path) if keep is None or keep(r)]
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                tmp.write_text("".join(json.dumps(_clean(r)) + "\n" for r in self.records),
+                               encoding="utf-8")
+                os.replace(tmp, self.path)
                 self._fh = open(self.path, "a", encoding="utf-8")
             else:
                 self._fh = open(self.path, "w", encoding="utf-8")

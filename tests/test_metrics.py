@@ -40,3 +40,14 @@ def test_truncated_last_line_is_skipped_but_corruption_is_not(tmp_path):
         read_log(path)
     with pytest.raises(ValueError, match="no log"):
         read_log(tmp_path / "missing.jsonl")
+
+
+def test_resume_after_a_killed_run_drops_the_broken_line_and_later_iterations(tmp_path):
+    """A killed run leaves a half-written last line; appending after it would glue the next
+    record onto it and lose it. Resuming also drops iterations the checkpoint does not hold."""
+    path = tmp_path / "run.jsonl"
+    path.write_text('{"iteration": 1}\n{"iteration": 2}\n{"iterat')
+    with MetricsLog(path, resume=True, keep=lambda r: r["iteration"] <= 1) as log:
+        assert log.records == [{"iteration": 1}]
+        log.write({"iteration": 2, "redone": True})
+    assert read_log(path) == [{"iteration": 1}, {"iteration": 2, "redone": True}]
