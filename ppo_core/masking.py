@@ -95,8 +95,10 @@ def masked_whiten(values, mask=None, shift_mean: bool = True, eps: float = 1e-8)
     return torch.where(mask_b, whitened, values)
 
 
-def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each chosen token under the distribution its logits define.
+def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, with_entropy: bool = False):
+    """Log-probability of each chosen token under the distribution its logits define
+    (and, with `with_entropy`, the entropy of that distribution, from the same
+    log-softmax: one pass over the `(B, T, V)` logits instead of two).
 
         out[b, t] = log softmax(logits[b, t])[tokens[b, t]]
 
@@ -106,7 +108,8 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Te
             `tokens = input_ids[:, 1:]`.
         tokens: `(B, T)` integer token ids in [0, V).
 
-    Returns: `(B, T)` log-probabilities in the dtype of `logits` (float32 at least).
+    Returns: `(B, T)` log-probabilities in the dtype of `logits` (float32 at least); with
+    `with_entropy`, `(logp, entropy)` where entropy[b, t] = −Σ_v π(v) log π(v) (nats).
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
         raise ValueError(f"logits must be a (B, T, V) tensor, got shape "
@@ -122,7 +125,10 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Te
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     logp = torch.log_softmax(logits, dim=-1)                           # (B, T, V)
-    return torch.gather(logp, -1, tokens.long().unsqueeze(-1)).squeeze(-1)   # (B, T)
+    chosen = torch.gather(logp, -1, tokens.long().unsqueeze(-1)).squeeze(-1)   # (B, T)
+    if not with_entropy:
+        return chosen
+    return chosen, -(logp.exp() * logp).sum(dim=-1)                    # (B, T), (B, T)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

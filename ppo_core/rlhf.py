@@ -45,7 +45,7 @@ from ._checks import finite_tensor, non_negative, positive_finite, unit_interval
 from ._runtime import resolve_device
 from .advantages import explained_variance, gae
 from .kl_control import make_kl_controller
-from .losses import entropy_from_logits, kl_estimate, ppo_objective
+from .losses import kl_estimate, ppo_objective
 from .masking import logprobs_from_logits, masked_mean, masked_whiten
 from .metrics import MetricsLog
 from .value_head import CausalLMWithValueHead, float32_head, lm_forward, position_ids_from_mask
@@ -413,11 +413,13 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
             values = None
     logits = logits[:, n_prompt - 1:-1].float() / temperature          # position t scores t+1
     tokens = input_ids[:, n_prompt:]                                     # (B, T)
-    out = {"logp": logprobs_from_logits(logits, tokens)}
+    out = {}
+    if with_entropy:                                  # one log-softmax for both
+        out["logp"], out["entropy"] = logprobs_from_logits(logits, tokens, with_entropy=True)
+    else:
+        out["logp"] = logprobs_from_logits(logits, tokens)
     if with_values:
         out["values"] = values[:, n_prompt - 1:-1]                       # V(s_t), (B, T)
-    if with_entropy:
-        out["entropy"] = entropy_from_logits(logits)                     # H(π(·|s_t)), (B, T)
     return out
 
 

@@ -60,3 +60,14 @@ def test_logprobs_from_logits_rejects_bad_shapes_and_ids():
         logprobs_from_logits(torch.randn(2, 5, 7), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="tokens"):
         logprobs_from_logits(torch.randn(1, 2, 7), torch.tensor([[0, 7]]))
+
+
+def test_logprobs_with_entropy_match_the_separate_functions():
+    from ppo_core.losses import entropy_from_logits
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 7, generator=g) * 3
+    tokens = torch.randint(0, 7, (3, 5), generator=g)
+    logp, ent = logprobs_from_logits(logits, tokens, with_entropy=True)
+    torch.testing.assert_close(logp, logprobs_from_logits(logits, tokens))
+    torch.testing.assert_close(ent, entropy_from_logits(logits))
