@@ -16,12 +16,10 @@ def _one_thread(request):
                                                           "test_bf16_cpu"):
         yield
         return
-    import torch
+    from ppo_core._runtime import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +64,8 @@ def bf16_close_to_fp32():
         with torch.no_grad():
             big.transformer.ln_f.weight.mul_(8)
             big.transformer.ln_f.bias.mul_(8)
+        torch.manual_seed(seed)                       # the value head's init, then sampling
         policy = CausalLMWithValueHead(big)
-        torch.manual_seed(seed)
         ro = sample_responses(policy, tok, prompts, max_new_tokens=max_new_tokens, bf16=True,
                               return_sampling_logprobs=True)
         assert ro.sampling_logprobs.dtype == torch.float32
