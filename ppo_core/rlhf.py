@@ -381,7 +381,7 @@ def sample_responses(model, tokenizer, prompts: list[str], max_new_tokens: int =
 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       n_prompt: int, temperature: float = 1.0, bf16: bool = False,
-                      with_values: bool = False, with_entropy: bool = False):
+                      with_values: bool = False, with_entropy: bool = False, shift: int = 1):
     """Log-probabilities of the response tokens, re-scored in one forward pass.
 
         logp[b, t] = log softmax(logits[b, P−1+t] / temperature)[ids[b, P+t]]
@@ -393,12 +393,16 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         model: a causal LM, or a `CausalLMWithValueHead` when `with_values`.
         input_ids, attention_mask: `(B, P+T)`.
         n_prompt: P.
+        shift: the causal shift, 1 (correct). 0 reproduces the off-by-one bug that chapter
+            06 diagnoses: position P+t then scores the token it has already read.
 
     Returns: dict with `logp` `(B, T)` (float32), and `values` `(B, T)` (V(s_t), the state
     before token t) and `entropy` `(B, T)` when asked for.
     """
     if not isinstance(n_prompt, int) or not 1 <= n_prompt < input_ids.shape[1]:
         raise ValueError(f"n_prompt must be an int in [1, {input_ids.shape[1] - 1}], got {n_prompt!r}")
+    if shift not in (0, 1):
+        raise ValueError(f"shift must be 1 (or 0, the off-by-one bug), got {shift!r}")
     device = input_ids.device
     position_ids = position_ids_from_mask(attention_mask)
     with _autocast(device, bf16):                 # the LM head in float32 (see lm_forward)
@@ -411,7 +415,8 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
             logits, _ = lm_forward(model, input_ids, attention_mask, position_ids,
                                    fp32_head=bf16)
             values = None
-    logits = logits[:, n_prompt - 1:-1].float() / temperature          # position t scores t+1
+    L = input_ids.shape[1]
+    logits = logits[:, n_prompt - shift:L - shift].float() / temperature  # position t scores t+1
     tokens = input_ids[:, n_prompt:]                                     # (B, T)
     out = {}
     if with_entropy:                                  # one log-softmax for both
@@ -419,7 +424,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     else:
         out["logp"] = logprobs_from_logits(logits, tokens)
     if with_values:
-        out["values"] = values[:, n_prompt - 1:-1]                       # V(s_t), (B, T)
+        out["values"] = values[:, n_prompt - shift:L - shift]             # V(s_t), (B, T)
     return out
 
 

@@ -37,9 +37,6 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from ppo_core import rlhf  # noqa: E402
-from ppo_core.losses import entropy_from_logits  # noqa: E402
-from ppo_core.masking import logprobs_from_logits  # noqa: E402
-from ppo_core.value_head import CausalLMWithValueHead, position_ids_from_mask  # noqa: E402
 
 # ----------------------------------------------------------------------------------------
 # The runs
@@ -120,30 +117,19 @@ def eos_masked_out():
         rlhf.response_mask = correct
 
 
+_correct_sequence_logprobs = rlhf.sequence_logprobs
+
+
 def shifted_sequence_logprobs(model, input_ids, attention_mask, n_prompt, temperature=1.0,
                               bf16=False, with_values=False, with_entropy=False):
-    """`rlhf.sequence_logprobs` without the causal shift (the bug):
+    """`rlhf.sequence_logprobs` without the causal shift (the bug, its `shift=0`):
 
         logp[b, t] = log softmax(logits[b, P+t] / temperature)[ids[b, P+t]]     (wrong)
 
     instead of `logits[b, P−1+t]`: each position scores the token it has already seen.
     Same signature and shapes as the correct function, so nothing crashes."""
-    position_ids = position_ids_from_mask(attention_mask)
-    with rlhf._autocast(input_ids.device, bf16):
-        if isinstance(model, CausalLMWithValueHead):
-            logits, values = model(input_ids, attention_mask, position_ids, return_values=with_values)
-        else:
-            logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                           position_ids=position_ids, use_cache=False).logits
-            values = None
-    logits = logits[:, n_prompt:].float() / temperature                 # BUG: should be P-1:-1
-    tokens = input_ids[:, n_prompt:]                                     # (B, T)
-    out = {"logp": logprobs_from_logits(logits, tokens)}
-    if with_values:
-        out["values"] = values[:, n_prompt:]
-    if with_entropy:
-        out["entropy"] = entropy_from_logits(logits)
-    return out
+    return _correct_sequence_logprobs(model, input_ids, attention_mask, n_prompt, temperature,
+                                      bf16, with_values, with_entropy, shift=0)
 
 
 @contextlib.contextmanager
