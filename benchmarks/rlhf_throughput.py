@@ -73,16 +73,17 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from ppo_core import reward, rlhf
+    from ppo_core._runtime import resolve_device
 
-    device = torch.device(args.device or ("cuda" if cuda else "cpu"))
+    device = resolve_device(args.device)
     mb = args.minibatch or max(1, args.batch // 4)
     cfg = rlhf.RLHFConfig(model=args.model, steps=args.iters, batch_size=args.batch,
                           minibatch_size=mb, response_len=args.response_len,
                           ppo_epochs=args.epochs, n_prompts=min(640, max(args.batch, 256)),
                           min_response_len=0 if args.stop_at_eos else args.response_len,
                           device=str(device), progress=False,
-                          bf16={"auto": None, "on": True, "off": False}[args.bf16])
-    bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+                          bf16=rlhf.BF16_CHOICES[args.bf16])
+    bf16 = cfg.uses_bf16(device)
     t_load = time.perf_counter()
     lm, tok = rlhf.load_policy_and_tokenizer(args.model, device)
     gold = reward.gold_score
@@ -104,12 +105,8 @@ def main(argv=None) -> int:
           f"tokens, {args.epochs} epoch(s) × {args.batch // mb} minibatches; reward {args.reward}; "
           f"bf16 autocast {'on' if bf16 else 'off'}; "
           f"loading took {t_load:.1f} s")
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     if device.type == "cuda":
-        sync()
+        rlhf.sync(device)
         torch.cuda.reset_peak_memory_stats(device)
     head = (f"{'iter':>4} {'gen s':>7} {'score s':>8} {'update s':>9} {'total s':>8} {'wall s':>7} "
             f"{'ep/s':>7} {'tok/s':>8} {'len':>5}")
@@ -118,7 +115,7 @@ def main(argv=None) -> int:
     clock = [0.0]
 
     def show(r):
-        sync()                                   # the GPU's queue is part of the iteration
+        rlhf.sync(device)                                   # the GPU's queue is part of the iteration
         now = time.perf_counter()
         wall.append(now - clock[0])
         print(f"{r['iteration']:>4} {r['perf/generate_s']:>7.3f} {r['perf/score_s']:>8.3f} "
@@ -127,7 +124,7 @@ def main(argv=None) -> int:
               f"{r['charts/response_length']:>5.1f}", flush=True)
         clock[0] = time.perf_counter()           # printing is not part of the next iteration
 
-    sync()
+    rlhf.sync(device)
     clock[0] = time.perf_counter()               # iteration 1's wall time includes the set-up
     res = rlhf.train(cfg, policy=lm, tokenizer=tok, reward_fn=proxy, gold_fn=gold, callback=show)
     measured = res.records[args.warmup:]

@@ -52,7 +52,7 @@ from .value_head import CausalLMWithValueHead, float32_head, lm_forward, positio
 
 __all__ = ["RLHFConfig", "RLHFResult", "Rollout", "train", "load_policy_and_tokenizer",
            "sample_responses", "response_mask", "sequence_logprobs", "score_rollout",
-           "token_rewards", "per_token_kl", "evaluate", "save_policy", "build_parser",
+           "token_rewards", "per_token_kl", "evaluate", "save_policy", "sync", "build_parser",
            "cli_main"]
 
 
@@ -168,6 +168,10 @@ class RLHFConfig:
             raise ValueError(f"reward_bias must be one of {BIASES}, got {self.reward_bias!r}")
         if not isinstance(self.save_every, int) or self.save_every < 0:
             raise ValueError(f"save_every must be an int >= 0, got {self.save_every!r}")
+
+    def uses_bf16(self, device) -> bool:
+        """Whether bf16 autocast is on for `device`: `bf16` if set, else on CUDA only."""
+        return self.bf16 if self.bf16 is not None else resolve_device(device).type == "cuda"
 
     @property
     def n_minibatches(self) -> int:
@@ -307,7 +311,7 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     """Wait for the GPU's queue, so that the perf/* clocks time the work, not its launch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -591,7 +595,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
     if not isinstance(cfg, RLHFConfig):
         raise ValueError(f"config must be an RLHFConfig, got {type(cfg).__name__}")
     device = resolve_device(cfg.device)
-    bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+    bf16 = cfg.uses_bf16(device)
     torch.manual_seed(cfg.seed)
 
     # ---- models, rewards, prompts --------------------------------------------------------
@@ -645,7 +649,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
     try:
         for it in bar:
             try:
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 # ---- 1. roll out ---------------------------------------------------------------
                 idx = torch.randperm(len(prompts), generator=gen)[:cfg.batch_size]
@@ -654,7 +658,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
                 batch_prompts = [prompts[i] for i in idx.tolist()]
                 ro = sample_responses(policy, tokenizer, batch_prompts, cfg.response_len,
                                       cfg.temperature, bf16, min_new_tokens=cfg.min_response_len)
-                _sync(device)
+                sync(device)
                 t_gen = time.perf_counter()
                 # ---- 2. score: log π_old, V_old, log π_ref, R, gold ----------------------------
                 score_rollout(ro, policy, ref_model, reward_fn, gold_fn, cfg.temperature, bf16)
@@ -662,7 +666,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
                     if not bool(torch.isfinite(t).all()):
                         raise FloatingPointError(f"iteration {it}: {name} returned non-finite "
                                                  f"scores {t[~torch.isfinite(t)][:3].tolist()}")
-                _sync(device)
+                sync(device)
                 t_score = time.perf_counter()
                 # ---- 3. per-token reward and 4. GAE over tokens --------------------------------
                 beta = kl_ctl.beta
@@ -709,7 +713,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
                             break
                     if stop:
                         break
-                _sync(device)                                # the last optimizer step too
+                sync(device)                                # the last optimizer step too
                 t_update = time.perf_counter()
                 # ---- 6. adapt β and log ---------------------------------------------------------
                 seq_kl = kl.sum(dim=1)                                               # (B,)
@@ -780,6 +784,9 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
+
+BF16_CHOICES = {"auto": None, "on": True, "off": False}
+"""`--bf16` values → `RLHFConfig.bf16` (auto: on for CUDA only)."""
 
 _FLAG_HELP = {
     "model": "policy to start from: tiny (course GPT-2), gpt2 (124M; offline: its "
@@ -853,7 +860,7 @@ def config_from_args(args: argparse.Namespace) -> RLHFConfig:
         vf_coef=args.vf_coef, ent_coef=args.ent_coef, beta=args.beta, target_kl=args.target_kl,
         kl_estimator=args.kl_estimator, gamma=args.gamma, lam=args.lam,
         temperature=args.temperature, early_stop_kl=args.early_stop_kl, seed=args.seed,
-        device=args.device, bf16={"auto": None, "on": True, "off": False}[args.bf16],
+        device=args.device, bf16=BF16_CHOICES[args.bf16],
         log_path=args.log, save_path=args.save, save_every=args.save_every,
         progress=not args.no_progress)
 
