@@ -26,7 +26,8 @@ from ._checks import (as_tensor, check_mask, finite_tensor, non_negative, positi
 from .masking import _mean, masked_mean
 
 __all__ = ["clipped_surrogate", "kl_estimate", "kl_penalty", "value_loss",
-           "entropy_from_logits", "categorical_kl", "ppo_objective", "MAX_LOG_RATIO"]
+           "entropy_from_logits", "categorical_kl", "ppo_objective", "surrogate_per_sample",
+           "MAX_LOG_RATIO"]
 
 #: Log-ratios are bounded to ±MAX_LOG_RATIO in the *value* used for exp(), with the gradient
 #: passed straight through, so that a ratio of e^100 gives a finite loss and a finite,
@@ -89,20 +90,26 @@ def _surrogate_inputs(logp, old_logp, advantages, clip_eps, mask):
     return logp, old_logp, advantages, eps, check_mask(mask, logp)
 
 
+def surrogate_per_sample(ratio: torch.Tensor, advantages: torch.Tensor, eps: float | None):
+    """The clipped surrogate of each sample, on validated tensors (any float dtype):
+
+        objective = min(r·Â, clip(r, 1−ε, 1+ε)·Â)        (r·Â when ε is None)
+
+    Returns (objective `(*)`, clip_active `(*)` bool: where the clipped branch is the
+    strictly smaller one, so the gradient through r is zero). The loss functions average
+    it; chapter 02's figures plot it against r."""
+    unclipped = ratio * advantages                                     # r(θ)·Â
+    if eps is None:
+        return unclipped, torch.zeros_like(ratio, dtype=torch.bool)
+    clipped = torch.clamp(ratio, 1.0 - eps, 1.0 + eps) * advantages    # clip(r, 1−ε, 1+ε)·Â
+    return torch.minimum(unclipped, clipped), clipped < unclipped
+
+
 def _clipped_surrogate(logp, old_logp, advantages, eps, m):
     """The computation of `clipped_surrogate` on validated inputs; stats stay tensors."""
     log_ratio = logp - old_logp.detach()                               # log r(θ), (*)
     ratio = torch.exp(_bounded(log_ratio))                             # r(θ), (*)
-    adv = advantages.detach()
-    unclipped = ratio * adv                                            # r(θ)·Â
-    if eps is None:
-        objective = unclipped
-        clipped_active = torch.zeros_like(ratio, dtype=torch.bool)
-    else:
-        clipped = torch.clamp(ratio, 1.0 - eps, 1.0 + eps) * adv      # clip(r, 1−ε, 1+ε)·Â
-        objective = torch.minimum(unclipped, clipped)                  # min(·,·), per sample
-        # the clip is active where the clipped branch is the (strictly smaller) minimum
-        clipped_active = clipped < unclipped
+    objective, clipped_active = surrogate_per_sample(ratio, advantages.detach(), eps)
     loss = -_mean(objective, m)
 
     with torch.no_grad():

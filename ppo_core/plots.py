@@ -132,15 +132,16 @@ def surrogate_curves(r: np.ndarray, advantage: float, clip_eps: float | None, be
 
     Returns a dict of arrays with keys "clipped", "penalty", "total", "unclipped".
     """
-    r = np.asarray(r, dtype=float)
-    unclipped = r * advantage
-    if clip_eps is None:
-        clipped = unclipped
-    else:
-        clipped = np.minimum(unclipped, np.clip(r, 1 - clip_eps, 1 + clip_eps) * advantage)
-    penalty = beta * (1.0 / r - 1.0 + np.log(r))
-    return {"clipped": clipped, "penalty": penalty, "total": clipped - penalty,
-            "unclipped": unclipped}
+    import torch
+
+    from .losses import kl_estimate, surrogate_per_sample
+
+    r = torch.as_tensor(np.asarray(r, dtype=float), dtype=torch.float64)    # exact 1 ± ε
+    adv = torch.full_like(r, float(advantage))
+    clipped, _ = surrogate_per_sample(r, adv, clip_eps)
+    penalty = beta * kl_estimate(torch.log(r), torch.zeros_like(r), "k3")   # π_ref = π_old
+    return {k: v.numpy() for k, v in {"clipped": clipped, "penalty": penalty,
+                                      "total": clipped - penalty, "unclipped": r * adv}.items()}
 
 
 def plot_clipped_objective(clip_eps: float | None = 0.2, beta: float = 0.0,
