@@ -23,7 +23,7 @@ import torch
 
 from ._checks import (as_tensor, check_mask, finite_tensor, non_negative, positive_finite,
                       same_shape)
-from .masking import _mean, masked_mean
+from .masking import _mean
 
 __all__ = ["clipped_surrogate", "kl_estimate", "kl_penalty", "value_loss",
            "entropy_from_logits", "categorical_kl", "ppo_objective", "surrogate_per_sample",
@@ -154,11 +154,20 @@ def kl_estimate(logp, ref_logp, kind: str = "k1") -> torch.Tensor:
 
     Returns: `(*)` per-sample estimates (average them, with a mask, for the KL).
     """
-    if kind not in ("k1", "k2", "k3"):
-        raise ValueError(f"kind must be 'k1', 'k2' or 'k3', got {kind!r}")
     logp = _per_sample("logp", logp)
+    return _kl_estimate(logp, _ref_logp_input(logp, ref_logp), kind)
+
+
+def _ref_logp_input(logp: torch.Tensor, ref_logp) -> torch.Tensor:
     ref_logp = _per_sample("ref_logp", ref_logp)
     same_shape("logp", logp, "ref_logp", ref_logp)
+    return ref_logp
+
+
+def _kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str) -> torch.Tensor:
+    """The computation of `kl_estimate` on validated tensors."""
+    if kind not in ("k1", "k2", "k3"):
+        raise ValueError(f"kind must be 'k1', 'k2' or 'k3', got {kind!r}")
     d = ref_logp - logp                                                # log(π_ref/π)
     if kind == "k1":
         return -d
@@ -177,7 +186,7 @@ def kl_penalty(logp, ref_logp, beta, kind: str = "k1", mask=None) -> torch.Tenso
     """
     b = non_negative(beta, "beta")
     est = kl_estimate(logp, ref_logp, kind)
-    return b * masked_mean(est, check_mask(mask, est))
+    return b * _mean(est, check_mask(mask, est))
 
 
 def value_loss(values, old_values, returns, clip_eps=None, mask=None):
@@ -195,15 +204,20 @@ def value_loss(values, old_values, returns, clip_eps=None, mask=None):
 
     Returns: (loss, stats) with `value_loss`, `value_clipfrac`.
     """
+    values, old_values, returns = _value_inputs(values, old_values, returns)
+    eps = positive_finite(clip_eps, "clip_eps", allow_none=True)
+    loss, stats = _value_loss(values, old_values, returns, eps, check_mask(mask, values))
+    return loss, _floats(stats)
+
+
+def _value_inputs(values, old_values, returns):
+    """Validate the value-loss tensors (old_values None: the values themselves)."""
     values = _per_sample("values", values)
-    old_values = _per_sample("old_values", old_values)
     returns = _per_sample("returns", returns)
+    old_values = values if old_values is None else _per_sample("old_values", old_values)
     same_shape("values", values, "returns", returns)
     same_shape("values", values, "old_values", old_values)
-    eps = positive_finite(clip_eps, "clip_eps", allow_none=True)
-    m = check_mask(mask, values)
-    loss, stats = _value_loss(values, old_values, returns, eps, m)
-    return loss, _floats(stats)
+    return values, old_values, returns
 
 
 def _value_loss(values, old_values, returns, eps, m):
@@ -293,8 +307,8 @@ def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
     if kl is not None:
         kl_t = _per_sample("kl", kl)
         same_shape("logp", logp, "kl", kl_t)
-    elif ref_logp is not None:
-        kl_t = kl_estimate(logp, ref_logp, kl_kind)
+    elif ref_logp is not None:                    # logp is validated already
+        kl_t = _kl_estimate(logp, _ref_logp_input(logp, ref_logp), kl_kind)
     elif beta > 0:
         raise ValueError("beta > 0 needs ref_logp (or an exact per-sample kl)")
     else:
@@ -309,11 +323,7 @@ def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
     if values is not None:
         if returns is None:
             raise ValueError("values given without returns: the value loss needs both")
-        values = _per_sample("values", values)
-        returns = _per_sample("returns", returns)
-        old_values = values if old_values is None else _per_sample("old_values", old_values)
-        same_shape("values", values, "returns", returns)
-        same_shape("values", values, "old_values", old_values)
+        values, old_values, returns = _value_inputs(values, old_values, returns)
         v_eps = positive_finite(value_clip_eps, "value_clip_eps", allow_none=True)
         vl, vstats = _value_loss(values, old_values, returns, v_eps, check_mask(mask, values))
         loss = loss + vf_coef * vl
