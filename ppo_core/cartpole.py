@@ -30,7 +30,7 @@ from .checkpoint import (load_checkpoint, load_optimizer_tensors, optimizer_tens
                          save_checkpoint)
 from .kl_control import make_kl_controller
 from ._runtime import torch_threads
-from .losses import categorical_kl, entropy_from_logits, ppo_objective
+from .losses import categorical_kl_from_logp, entropy_from_logp, ppo_objective
 from .metrics import MetricsLog
 from .rollout import (ActorCritic, EnvState, Rollout, collect_rollout, evaluate, make_envs,
                       rollout_advantages)
@@ -304,7 +304,8 @@ def _train(cfg: CartPoleConfig) -> TrainResult:
             b_adv, b_ret = adv[v], ret[v]
             if cfg.norm_adv:
                 b_adv = whiten(b_adv)                    # (Â − mean) / std over the batch
-            b_ref = ro.ref_logits[v] if ro.ref_logits is not None else None
+            b_ref = (torch.log_softmax(ro.ref_logits[v], -1)        # log π_ref(·|s), once
+                     if ro.ref_logits is not None else None)
             B = b_obs.shape[0]
             mb_size = max(2, B // cfg.num_minibatches)
 
@@ -323,8 +324,8 @@ def _train(cfg: CartPoleConfig) -> TrainResult:
                     logp = logp_all.gather(1, b_act[mb, None]).squeeze(1)     # log π_θ(a|s)
                     kl = None
                     if b_ref is not None:            # exact KL(π_θ‖π_ref) = Σ_a π_θ(a)·log(π_θ(a)/π_ref(a))
-                        kl = categorical_kl(logits, b_ref[mb])
-                    entropy = entropy_from_logits(logits)                   # H(π_θ(·|s)), (b,)
+                        kl = categorical_kl_from_logp(logp_all, b_ref[mb])
+                    entropy = entropy_from_logp(logp_all)                   # H(π_θ(·|s)), (b,)
                     if cfg.ent_coef == 0:
                         entropy = entropy.detach()          # logged only: skip its backward
                     loss, stats = ppo_objective(

@@ -26,7 +26,8 @@ from ._checks import (as_tensor, check_mask, finite_tensor, non_negative, positi
 from .masking import _mean
 
 __all__ = ["clipped_surrogate", "kl_estimate", "kl_penalty", "value_loss",
-           "entropy_from_logits", "categorical_kl", "ppo_objective", "surrogate_per_sample",
+           "entropy_from_logits", "entropy_from_logp", "categorical_kl",
+           "categorical_kl_from_logp", "ppo_objective", "surrogate_per_sample",
            "MAX_LOG_RATIO"]
 
 #: Log-ratios are bounded to ±MAX_LOG_RATIO in the *value* used for exp(), with the gradient
@@ -248,8 +249,12 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor) or logits.dim() < 1:
         raise ValueError("logits must be a tensor with an action axis last")
     finite_tensor(logits, "logits")
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
+    return entropy_from_logp(torch.log_softmax(logits.float(), dim=-1))
+
+
+def entropy_from_logp(logp_all: torch.Tensor) -> torch.Tensor:
+    """`entropy_from_logits` from log-probabilities `(*, A)` the caller already has."""
+    return -(logp_all.exp() * logp_all).sum(dim=-1)
 
 
 def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
@@ -265,7 +270,12 @@ def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tens
     same_shape("logits_p", logits_p, "logits_q", logits_q)
     lp = torch.log_softmax(finite_tensor(logits_p, "logits_p").float(), dim=-1)
     lq = torch.log_softmax(finite_tensor(logits_q, "logits_q").float(), dim=-1)
-    return (lp.exp() * (lp - lq)).sum(dim=-1)
+    return categorical_kl_from_logp(lp, lq)
+
+
+def categorical_kl_from_logp(logp_p: torch.Tensor, logp_q: torch.Tensor) -> torch.Tensor:
+    """`categorical_kl` from log-probabilities `(*, A)` the caller already has."""
+    return (logp_p.exp() * (logp_p - logp_q)).sum(dim=-1)
 
 
 def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
