@@ -29,7 +29,7 @@ from ._runtime import torch_threads
 from ._checks import as_tensor, non_negative, positive_finite
 from .kl_control import make_kl_controller
 from .losses import categorical_kl, entropy_from_logits, ppo_objective
-from .metrics import MetricsLog
+from .metrics import MetricsLog, is_diverged
 
 __all__ = ["BernoulliBandit", "GaussianBandit", "make_bandit", "softmax_policy", "log_probs",
            "exact_kl", "entropy", "kl_regularised_optimum", "reinforce_loss", "score_function_gradients",
@@ -269,8 +269,8 @@ class BanditPPOConfig:
 
 
 def diverged(records: list[dict]) -> bool:
-    """True if the run recorded a divergence (`bandit/diverged`)."""
-    return any(r.get("bandit/diverged", 0) for r in records)
+    """True if the run recorded a divergence (`bandit/diverged`, `metrics.is_diverged`)."""
+    return any(is_diverged(r) for r in records)
 
 
 def _sgd_step(theta: torch.Tensor, grad: torch.Tensor, lr: float) -> None:

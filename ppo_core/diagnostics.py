@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import read_log
+from .metrics import is_diverged, read_log
 
 __all__ = ["Finding", "diagnose", "headline", "report", "plot_findings", "cli_main",
            "series", "noise", "smooth",
@@ -223,8 +223,8 @@ def detect_non_finite(records: list[dict]) -> Finding | None:
         for k, v in r.items():
             if _is_number(v) and not math.isfinite(v):
                 bad.setdefault(k, []).append(int(it))
-            elif k.endswith("/diverged") and _is_number(v) and v:
-                diverged.append(int(it))
+        if is_diverged(r):
+            diverged.append(int(it))
     if not bad and not diverged:
         return None
     iterations = sorted({i for its in bad.values() for i in its} | set(diverged))

@@ -13,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["MetricsLog", "read_log"]
+__all__ = ["MetricsLog", "read_log", "is_diverged"]
 
 
 def _clean(value):
@@ -97,3 +97,11 @@ def read_log(path) -> list[dict]:
             raise ValueError(f"{path}:{i} is not a JSON object")
         records.append({k: (float(v) if v in ("nan", "inf", "-inf") else v) for k, v in obj.items()})
     return records
+
+
+def is_diverged(record: dict) -> bool:
+    """True if `record` carries a truthy `*/diverged` flag (e.g. `bandit/diverged` = 1): the
+    trainer stopped a run whose numbers blew up. The one definition the trainers' helpers,
+    the plots and the doctor share."""
+    return any(k.endswith("/diverged") and isinstance(v, (int, float)) and bool(v)
+               for k, v in record.items())

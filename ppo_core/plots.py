@@ -31,6 +31,8 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .metrics import is_diverged
+
 __all__ = ["series", "plot_arm_probs", "plot_gradient_variance", "plot_lr_sweep",
            "surrogate_curves", "plot_clipped_objective", "plot_bandit_run",
            "plot_constraint_comparison", "plot_adaptive_beta", "plot_beta_sweep",
@@ -54,7 +56,7 @@ def _axes(ax, ncols=1, figsize=(6, 3.2)):
 
 def _diverged_note(ax, records):
     """Write 'DIVERGED at update k' on `ax` if the run diverged; return True if so."""
-    bad = [r for r in records if r.get("bandit/diverged", 0) or r.get("diverged", 0)]
+    bad = [r for r in records if is_diverged(r)]
     if not bad:
         return False
     ax.text(0.5, 0.5, f"DIVERGED at update {bad[0].get('iteration', '?')}",
