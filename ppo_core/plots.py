@@ -301,28 +301,35 @@ def rolling_mean(x, w: int) -> np.ndarray:
 
 
 def plot_runs(runs: dict, keys, x: str = "iteration", smooth: int = 1, axes=None,
-              title: str = "", logy=(), ncols: int | None = None):
+              title: str = "", logy=(), ncols: int | None = None, titles: dict | None = None,
+              linthresh: float = 1e-3, panel_size=(4.2, 2.9), marker: str | None = None):
     """Several runs overlaid, one panel per metric.
 
     Args:
-        runs: {label: records}, each records a list of metric dicts (a JSONL log).
+        runs: {label: records}, each records a list of metric dicts (a JSONL log); may be
+            empty when `axes` are given (a lab before its first run).
         keys: metric keys, one panel each (e.g. "objective/gold_reward").
         x: the key on the x axis ("iteration", "global_step", ...).
         smooth: trailing moving-average window (1 = raw).
-        logy: keys whose panel gets a symlog y axis.
+        axes: axes to draw into (cleared first), else a new figure of `panel_size` panels.
+        logy: keys whose panel gets a symlog y axis, linear within ±`linthresh`.
+        titles: {key: panel title} (default: the key).
+        marker: a matplotlib marker for the points (default: lines only).
     Returns the figure."""
     keys = list(keys)
-    if not runs or not keys:
+    if not keys or (not runs and axes is None):
         raise ValueError(f"runs and keys must be non-empty, got {len(runs)} runs, {len(keys)} keys")
     ncols = ncols or min(len(keys), 3)
     nrows = math.ceil(len(keys) / ncols)
     if axes is None:
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows),
-                                 constrained_layout=True, squeeze=False)
+        fig, axes = plt.subplots(nrows, ncols, constrained_layout=True, squeeze=False,
+                                 figsize=(panel_size[0] * ncols, panel_size[1] * nrows))
         axes = axes.ravel()
     else:
         axes = np.atleast_1d(axes).ravel()
         fig = axes[0].figure
+        for ax in axes:
+            ax.clear()
     for i, (label, recs) in enumerate(runs.items()):
         xs = series(recs, x)
         for ax, k in zip(axes, keys):
@@ -330,15 +337,17 @@ def plot_runs(runs: dict, keys, x: str = "iteration", smooth: int = 1, axes=None
             if np.all(np.isnan(ys)):
                 continue
             ax.plot(xs, rolling_mean(ys, smooth), color=_COLORS[i % len(_COLORS)], lw=1.4,
-                    label=str(label))
+                    marker=marker, ms=3, label=str(label))
     for ax, k in zip(axes, keys):
-        ax.set_title(k, fontsize=9)
+        ax.set_title((titles or {}).get(k, k), fontsize=9)
         ax.set_xlabel(x, fontsize=8)
+        ax.grid(alpha=0.3)
         if k in logy:
-            ax.set_yscale("symlog", linthresh=1e-3)
+            ax.set_yscale("symlog", linthresh=linthresh)
     for ax in axes[len(keys):]:
         ax.set_visible(False)
-    axes[0].legend(fontsize=7)
+    if runs:
+        axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return fig

@@ -16,6 +16,7 @@ import html
 import matplotlib.pyplot as plt
 
 from .. import fast_mode, reward, text
+from ..plots import plot_runs
 from ..rlhf import RLHFConfig, train
 from .bandit import show_in
 
@@ -32,34 +33,15 @@ _MAX_STEPS = 30             # a run of 30 iterations stays within a minute on tw
 
 def plot_rlhf_runs(runs: dict, axes=None, title: str = "", log_kl: bool = False):
     """Proxy reward, gold reward, KL, entropy and clip fraction per iteration for several
-    runs.
+    runs (`plots.plot_runs` with these five panels in a row).
 
     Args: runs {label: records}; axes five matplotlib axes (None: a new 1×5 figure);
         log_kl: symmetric-log scale on the KL panel (runs whose KL differs 100-fold).
     Returns: the figure.
     """
-    if axes is None:
-        fig, axes = plt.subplots(1, len(_PANELS), figsize=(15, 3.0), constrained_layout=True)
-    else:
-        fig = axes[0].figure
-    for ax, (key, label) in zip(axes, _PANELS):
-        ax.clear()
-        for i, (name, records) in enumerate(runs.items()):
-            x = [r["iteration"] for r in records]
-            y = [float(r.get(key, float("nan"))) for r in records]
-            ax.plot(x, y, marker="o", ms=3, color=f"C{i % 10}", label=name)
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("PPO iteration")
-        ax.grid(alpha=0.3)
-        if log_kl and key == "objective/kl":
-            ax.set_yscale("symlog", linthresh=1.0)
-        else:
-            ax.ticklabel_format(axis="y", useOffset=False)
-    if runs:
-        axes[0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    return fig
+    return plot_runs(runs, [k for k, _ in _PANELS], axes=axes, title=title, ncols=len(_PANELS),
+                     titles=dict(_PANELS), logy=("objective/kl",) if log_kl else (),
+                     linthresh=1.0, panel_size=(3.0, 3.0), marker="o")
 
 
 class RLHFLab:
