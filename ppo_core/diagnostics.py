@@ -60,7 +60,7 @@ import numpy as np
 from .metrics import is_diverged, read_log
 
 __all__ = ["Finding", "diagnose", "headline", "report", "plot_findings", "cli_main",
-           "series", "noise", "smooth",
+           "noise", "smooth",
            "DETECTORS", "SIGNATURES",
            "detect_non_finite", "detect_kl_blowup", "detect_destabilising_update",
            "detect_over_regularisation", "detect_reward_hacking", "detect_negative_kl",
@@ -143,7 +143,12 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def series(records: list[dict], key: str, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _late(x: np.ndarray) -> np.ndarray:
+    """The last `LATE_FRAC` of a series (at least `MIN_WINDOW` points: `_window`)."""
+    return x[-_window(x.size, LATE_FRAC):]
+
+
+def _series(records: list[dict], key: str, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(iterations, values) of the records that hold a number under `key`; `finite` drops
     NaN/inf. Both arrays are 1-D and aligned."""
     its = _iters(records)
@@ -198,7 +203,7 @@ def _fmt(v) -> str:
 def _perf(records) -> tuple[str, np.ndarray, np.ndarray] | None:
     """The first performance metric with enough values: (key, iterations, values)."""
     for key in PERFORMANCE_KEYS:
-        it, x = series(records, key)
+        it, x = _series(records, key)
         if x.size >= MIN_POINTS:
             return key, it, x
     return None
@@ -263,7 +268,7 @@ def detect_kl_blowup(records: list[dict], target_kl: float | None = None) -> Fin
       early window — the adaptive controller has lost control.
     """
     evidence, iterations = {}, set()
-    it, ak = series(records, "losses/approx_kl")
+    it, ak = _series(records, "losses/approx_kl")
     if ak.size >= MIN_WINDOW:
         e, l = _window(ak.size, EARLY_FRAC), _window(ak.size, LATE_FRAC)
         early, late = float(np.median(ak[:e])), float(np.median(ak[-l:]))
@@ -276,15 +281,15 @@ def detect_kl_blowup(records: list[dict], target_kl: float | None = None) -> Fin
                 f"max {_fmt(float(ak.max()))} at iteration {int(it[np.argmax(ak)])}; "
                 f"{over.size} update(s) above log(1.3) = {LOG_RATIO_LIMIT:.3f}; "
                 f"median early {_fmt(early)}, late {_fmt(late)}")
-    it_k, kl = series(records, "objective/kl")
-    _, beta = series(records, "objective/beta")
+    it_k, kl = _series(records, "objective/kl")
+    _, beta = _series(records, "objective/beta")
     if kl.size >= MIN_POINTS and np.any(kl != 0):
         n = kl.size
         e, l = _window(n, EARLY_FRAC), _window(n, LATE_FRAC)
         rkey = next((k for k in ("objective/proxy_reward", "charts/expected_reward")
-                     if series(records, k)[1].size == n), None)
+                     if _series(records, k)[1].size == n), None)
         if rkey is not None and beta.size == n and np.median(beta) > 0:
-            r = series(records, rkey)[1]
+            r = _series(records, rkey)[1]
             j = r - beta * kl                                    # J = R − β·KL, per record
             dj, se_j = _gain(j)
             dk, se_k = _gain(kl)
@@ -295,8 +300,8 @@ def detect_kl_blowup(records: list[dict], target_kl: float | None = None) -> Fin
                     f"while the penalised objective {rkey.split('/')[1]} − β·KL falls by "
                     f"{_fmt(-dj)} (SE {_fmt(se_j)}): the policy spends more KL than its own "
                     f"objective pays for")
-    it_p, klt = series(records, "objective/kl_per_token")
-    _, ent = series(records, "losses/entropy")
+    it_p, klt = _series(records, "objective/kl_per_token")
+    _, ent = _series(records, "losses/entropy")
     if klt.size >= MIN_POINTS and ent.size == klt.size:
         l = _window(klt.size, LATE_FRAC)
         half = klt[klt.size // 2:]
@@ -312,7 +317,7 @@ def detect_kl_blowup(records: list[dict], target_kl: float | None = None) -> Fin
                 f"{_fmt(float(np.median(klt[-l:])))} nats per token vs entropy "
                 f"{_fmt(float(np.median(ent[-l:])))}")
     if kl.size >= MIN_POINTS and np.any(kl != 0):
-        it_t, tg = series(records, "objective/target_kl")
+        it_t, tg = _series(records, "objective/target_kl")
         target = target_kl if target_kl is not None else (float(np.median(tg)) if tg.size else None)
         if target is not None and target > 0 and (beta.size == 0 or np.median(beta) > 0):
             s = smooth(kl, MIN_WINDOW)
@@ -345,11 +350,11 @@ def detect_destabilising_update(records: list[dict]) -> Finding | None:
     (w = 5 % of the run, ≥ 3) falls below the mean over the w up to t by more than
     SIG·SE *and* by ≥ `DROP_FRACTION` (20 %) of the range the metric covered before t.
     """
-    it, ak = series(records, "losses/approx_kl")
+    it, ak = _series(records, "losses/approx_kl")
     perf = _perf(records)
     if ak.size < MIN_POINTS or perf is None:
         return None
-    clip = dict(zip(*series(records, "losses/clipfrac")))
+    clip = dict(zip(*_series(records, "losses/clipfrac")))
     clip_off = len(clip) > 0 and all(v == 0 for v in clip.values())
     pkey, pit, px = perf
     sd = noise(px)
@@ -407,10 +412,10 @@ def detect_over_regularisation(records: list[dict]) -> Finding | None:
     Without a logged entropy, "KL ≈ 0" falls back to: ≤ 3× the median |approx_kl| of one
     update. Only a fixed β is judged (β varies by < 10 % over the run): an adaptive β holds
     the KL at its target by design, and then it is the target that may be too small."""
-    _, beta = series(records, "objective/beta")
-    kl_key = "objective/kl_per_token" if series(records, "objective/kl_per_token")[1].size \
+    _, beta = _series(records, "objective/beta")
+    kl_key = "objective/kl_per_token" if _series(records, "objective/kl_per_token")[1].size \
         else "objective/kl"
-    it, kl = series(records, kl_key)
+    it, kl = _series(records, kl_key)
     if beta.size < MIN_POINTS or kl.size < MIN_POINTS:
         return None
     b = float(np.median(beta))
@@ -418,10 +423,10 @@ def detect_over_regularisation(records: list[dict]) -> Finding | None:
         return None                          # no penalty, or an adaptive β: see the docstring
     l = _window(kl.size, LATE_FRAC)
     kl_late = float(np.median(np.abs(kl[-l:])))
-    _, h = series(records, "losses/entropy")
-    _, ak = series(records, "losses/approx_kl")
+    _, h = _series(records, "losses/entropy")
+    _, ak = _series(records, "losses/approx_kl")
     if h.size >= MIN_POINTS:
-        h_late = float(np.median(h[-_window(h.size, LATE_FRAC):]))
+        h_late = float(np.median(_late(h)))
         if not kl_late <= KL_NEAR_ZERO * h_late:
             return None
         why = f"late median {_fmt(kl_late)} nats = {kl_late / max(h_late, 1e-12):.1%} of the " \
@@ -437,7 +442,7 @@ def detect_over_regularisation(records: list[dict]) -> Finding | None:
     evidence = {"objective/beta": f"median {_fmt(b)}",
                 kl_key: _kl_identically_zero(records) or why}
     for key in PERFORMANCE_KEYS:
-        _, x = series(records, key)
+        _, x = _series(records, key)
         if x.size < MIN_POINTS:
             continue
         half = x[x.size // 2:]
@@ -465,8 +470,8 @@ def detect_reward_hacking(records: list[dict]) -> Finding | None:
       rise significantly and the proxy's rise, in noise units, is ≥ `HACK_DIVERGENCE` (2×)
       gold's.
     """
-    it, px = series(records, "objective/proxy_reward")
-    it_g, gx = series(records, "objective/gold_reward")
+    it, px = _series(records, "objective/proxy_reward")
+    it_g, gx = _series(records, "objective/gold_reward")
     if px.size < MIN_POINTS or gx.size != px.size:
         return None
     n = px.size
@@ -500,8 +505,8 @@ def detect_reward_hacking(records: list[dict]) -> Finding | None:
                                                      f"{_fmt(float(sg[b]))} (noise σ {_fmt(sd_g)})")
     if not iterations:
         return None
-    _, kl = series(records, "objective/kl")
-    _, beta = series(records, "objective/beta")
+    _, kl = _series(records, "objective/kl")
+    _, beta = _series(records, "objective/beta")
     if kl.size:
         evidence["objective/kl"] = (_kl_identically_zero(records)
                                     or f"{_fmt(float(kl[0]))} → {_fmt(float(kl[-1]))}")
@@ -524,7 +529,7 @@ def detect_negative_kl(records: list[dict]) -> Finding | None:
     negative beyond its noise: its moving average over w = 10 % of the run (≥ 3) is below
     −SIG·σ/√w for at least 2 iterations, or its mean over the whole run is below −SIG·σ/√n.
     True KL is ≥ 0; k1 estimates may dip below 0 by noise only."""
-    it, kl = series(records, "objective/kl")
+    it, kl = _series(records, "objective/kl")
     if kl.size < MIN_POINTS or not np.any(kl != 0):
         return None
     n = kl.size
@@ -551,9 +556,9 @@ def _kl_identically_zero(records: list[dict]) -> str | None:
     """A note when the KL to the reference is exactly 0 on every iteration although β > 0 and
     the policy moves (approx_kl ≠ 0): the reference is not a frozen copy — it trains along
     with the policy, and the penalty does nothing."""
-    _, kl = series(records, "objective/kl")
-    _, beta = series(records, "objective/beta")
-    _, ak = series(records, "losses/approx_kl")
+    _, kl = _series(records, "objective/kl")
+    _, beta = _series(records, "objective/beta")
+    _, ak = _series(records, "losses/approx_kl")
     if (kl.size >= MIN_POINTS and np.all(kl == 0) and beta.size and np.median(beta) > 0
             and ak.size and np.any(np.abs(ak) > 0)):
         return (f"exactly 0 on all {kl.size} iterations although β = {_fmt(float(np.median(beta)))}"
@@ -562,29 +567,25 @@ def _kl_identically_zero(records: list[dict]) -> str | None:
     return None
 
 
+def _sample_texts(record: dict) -> list[str]:
+    """The responses of a record's `samples` (dicts with "response" or "text", or strings)."""
+    s = record.get("samples")
+    if not isinstance(s, list):
+        return []
+    return [str(x.get("response", x.get("text", ""))) if isinstance(x, dict) else str(x)
+            for x in s]
+
+
 def _last_samples(records: list[dict]) -> list[str]:
     for r in reversed(records):
-        s = r.get("samples")
-        if isinstance(s, list) and s:
-            out = []
-            for x in s:
-                if isinstance(x, dict):
-                    out.append(str(x.get("response", x.get("text", ""))))
-                else:
-                    out.append(str(x))
-            return out
+        texts = _sample_texts(r)
+        if texts:
+            return texts
     return []
 
 
 def _duplicate_fraction(records: list[dict], last: int) -> tuple[float, int]:
-    texts = []
-    for r in records[-last:]:
-        s = r.get("samples")
-        if isinstance(s, list):
-            for x in s:
-                t = x.get("response", x.get("text")) if isinstance(x, dict) else x
-                if isinstance(t, str):
-                    texts.append(t.strip())
+    texts = [t.strip() for r in records[-last:] for t in _sample_texts(r)]
     if len(texts) < 4:
         return 0.0, len(texts)
     counts = {}
@@ -604,7 +605,7 @@ def detect_entropy_collapse(records: list[dict]) -> Finding | None:
     * mode collapse in samples: ≥ `DUPLICATE_FRACTION` (50 %) of the logged sample responses
       of the last third are the same text (this alone is enough, whatever the entropy).
     """
-    it, h = series(records, "losses/entropy")
+    it, h = _series(records, "losses/entropy")
     dup, n_texts = _duplicate_fraction(records, _window(len(records), LATE_FRAC))
     evidence, iterations = {}, []
     if dup >= DUPLICATE_FRACTION:
@@ -661,8 +662,8 @@ def detect_value_failure(records: list[dict]) -> Finding | None:
       falls; a critic that fails neither explains the returns nor improves;
     * the value loss grows ≥ `VALUE_LOSS_FACTOR` (100×) from its early median while the late
       explained variance stays below 0.5 (returns that merely grow keep EV high)."""
-    it, ev = series(records, "losses/explained_variance")
-    _, vl = series(records, "losses/value_loss")
+    it, ev = _series(records, "losses/explained_variance")
+    _, vl = _series(records, "losses/value_loss")
     evidence = {}
     iterations = []
     if ev.size >= MIN_POINTS:
@@ -678,11 +679,11 @@ def detect_value_failure(records: list[dict]) -> Finding | None:
                                                      f"{_fmt(float(ev[-1]))}")
             if vl.size >= MIN_POINTS:
                 evidence["losses/value_loss"] = (f"not falling: {_fmt(float(np.mean(vl[:e])))} "
-                                                 f"early, {_fmt(float(np.mean(vl[-_window(vl.size, LATE_FRAC):])))} late")
+                                                 f"early, {_fmt(float(np.mean(_late(vl))))} late")
             iterations = [int(i) for i in it[e:]]
         if vl.size >= MIN_POINTS:
-            ve, vlate = float(np.median(vl[:e])), float(np.median(vl[-_window(vl.size, LATE_FRAC):]))
-            ev_late = float(np.median(ev[-_window(ev.size, LATE_FRAC):]))
+            ve, vlate = float(np.median(vl[:e])), float(np.median(_late(vl)))
+            ev_late = float(np.median(_late(ev)))
             if vlate >= VALUE_LOSS_FACTOR * max(ve, 1e-12) and ev_late < 0.5:
                 evidence["losses/value_loss"] = (f"median {_fmt(ve)} early → {_fmt(vlate)} late "
                                                  f"({vlate / max(ve, 1e-12):.0f}×), explained "
@@ -746,12 +747,12 @@ def headline(records: list[dict]) -> dict:
     records = _records(records)
     out = {"iterations": len(records)}
     for key in (*PERFORMANCE_KEYS, "objective/gold_reward"):
-        _, x = series(records, key)
+        _, x = _series(records, key)
         if x.size:
             out[key] = {"first": float(x[0]), "last": float(x[-1]), "best": float(x.max())}
     for key in ("objective/kl", "objective/beta", "losses/approx_kl", "losses/entropy",
                 "losses/explained_variance"):
-        _, x = series(records, key)
+        _, x = _series(records, key)
         if x.size:
             out[key] = {"last": float(x[-1]), "median": float(np.median(x))}
     return out
@@ -819,7 +820,7 @@ def plot_findings(records: list[dict], findings: list[Finding] | None = None, ti
 
     records = _records(records)
     findings = diagnose(records) if findings is None else findings
-    panels = [(t, [k for k in keys if np.any(series(records, k)[1] != 0)]) for t, keys in _PANELS]
+    panels = [(t, [k for k in keys if np.any(_series(records, k)[1] != 0)]) for t, keys in _PANELS]
     panels = [(t, ks) for t, ks in panels if ks]            # metrics that are all 0 say nothing
     rows = max(1, len(findings))
     heights = [0.35 * rows + 0.3] + [1.7] * len(panels)
@@ -845,7 +846,7 @@ def plot_findings(records: list[dict], findings: list[Finding] | None = None, ti
                 va="center", fontsize=9)
     for ax, (t, keys) in zip(axes[1:], panels):
         for k in keys:
-            it, x = series(records, k)
+            it, x = _series(records, k)
             ax.plot(it, x, label=k, lw=1.3, marker="." if x.size < 40 else None, ms=4)
         if t == "KL":
             ax.set_yscale("symlog", linthresh=1e-3)
