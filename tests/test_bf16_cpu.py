@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from ppo_core import rlhf  # noqa: E402
-from ppo_core.reward import gold_score  # noqa: E402
-from ppo_core.rlhf import RLHFConfig, sample_responses, sequence_logprobs  # noqa: E402
+from ppo_core import rlhf
+from ppo_core.reward import gold_score
+from ppo_core.rlhf import RLHFConfig, sample_responses, sequence_logprobs
 
 
 def test_bf16_logprobs_values_entropy_are_float32_and_close_to_fp32(tiny, prompts,

@@ -21,11 +21,9 @@ import os
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from ppo_core import rlhf  # noqa: E402
-from ppo_core.reward import gold_score  # noqa: E402
-from ppo_core.rlhf import RLHFConfig, sample_responses, sequence_logprobs  # noqa: E402
+from ppo_core import rlhf
+from ppo_core.reward import gold_score
+from ppo_core.rlhf import RLHFConfig, sample_responses, sequence_logprobs
 
 # benchmarks/gpu_check.sh sets PPO_COURSE_REQUIRE_CUDA=1: on the GPU machine a torch that
 # cannot see the GPU must fail these tests, not skip them

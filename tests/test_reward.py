@@ -6,16 +6,13 @@ time) and reused here.
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from ppo_core import reward, text  # noqa: E402
-from ppo_core.reward import SimulatedAnnotator, gold_score, last_token_index  # noqa: E402
+from ppo_core import reward, text
+from ppo_core.reward import SimulatedAnnotator, gold_score, last_token_index
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from ppo_core import rlhf  # noqa: E402
-from ppo_core.advantages import gae  # noqa: E402
-from ppo_core.reward import gold_score  # noqa: E402
-from ppo_core.rlhf import (RLHFConfig, response_mask, sample_responses,  # noqa: E402
+from ppo_core import rlhf
+from ppo_core.advantages import gae
+from ppo_core.reward import gold_score
+from ppo_core.rlhf import (RLHFConfig, response_mask, sample_responses,
                            sequence_logprobs, token_rewards)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import threading
 import time
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from transformers import AutoModelForCausalLM  # noqa: E402
-
-from ppo_core import text  # noqa: E402
-from ppo_core.reward import gold_score  # noqa: E402
+from ppo_core import text
+from ppo_core.reward import gold_score
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from ppo_core.value_head import (CausalLMWithValueHead, ValueHead, hidden_size_of,  # noqa: E402
+from ppo_core.value_head import (CausalLMWithValueHead, ValueHead, hidden_size_of,
                                  position_ids_from_mask)
 
 
