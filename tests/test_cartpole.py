@@ -175,7 +175,7 @@ def test_resume_continues_the_log(tmp_path):
     secs = [r["perf/train_seconds"] for r in records]
     assert secs == sorted(secs)                          # the clock continues too
     # the resumed run started from the checkpoint's weights, not from a fresh network
-    fresh = train(CartPoleConfig(seed=0, **dict(SHORT, total_steps=SHORT["total_steps"])))
+    fresh = first             # the same seed and settings: what a start from scratch gives
     assert records[n1]["losses/value_loss"] != fresh.records[0]["losses/value_loss"]
 
 

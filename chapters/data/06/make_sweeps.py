@@ -11,19 +11,13 @@ records each run's configuration, wall time, and the torch version. The RLHF run
 tiny GPT-2 and reward models of the cache that `PPO_COURSE_FAST` selects; the stored logs
 were made with `PPO_COURSE_FAST=1` (the models a fast-mode chapter loads).
 
-The module also holds the three *fault injections* of chapter 06 (the chapter imports them):
-each is a context manager that swaps one piece of `ppo_core.rlhf` for a broken copy while a
-run trains, so `rlhf.py` itself is never edited:
-
-    eos_masked_out()   pad == EOS and the loss mask drops every EOS token (the first too)
-    shifted_logprobs() logits at position t score the token at t, not at t+1 (no shift)
-    unfrozen_reference  not a context manager: pass the policy's own LM as `ref_model`
+Chapter 06's planted bugs live in `ppo_core.faults`; `FAULTS` below names the ones whose
+runs are stored here.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -37,6 +31,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from ppo_core import rlhf  # noqa: E402
+from ppo_core.faults import train_with_fault  # noqa: E402
 
 # ----------------------------------------------------------------------------------------
 # The runs
@@ -53,7 +48,7 @@ EPS_RLHF_BASE = dict(RLHF_BASE, reward_bias=None, beta=0.05, lr=1e-3, ppo_epochs
 ADAPTIVE = dict(RLHF_BASE, reward_bias=None, beta=0.3, target_kl=3.0, kl_horizon=160.0,
                 steps=50)
 FAULT_BETA = 0.1
-FAULTS = ["eos_masked", "shifted", "unfrozen_ref"]
+FAULTS = ["eos_masked", "shifted", "unfrozen_reference"]
 EPS_CARTPOLE = [0.05, 0.2, 0.5, None]    # None = clip off
 CARTPOLE_SEEDS = [0, 1]
 CARTPOLE_BASE = dict(total_steps=60_000, eval_every=0, threads=1)
@@ -91,80 +86,6 @@ def runs() -> dict[str, dict]:
 
 
 # ----------------------------------------------------------------------------------------
-# Fault injection
-# ----------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def eos_masked_out():
-    """Fault 1: pad == EOS, and the mask is built as `ids != pad_id`, so the first EOS of
-    every response (the token that *ends* the episode) leaves the loss, the KL and the
-    reward: no gradient ever says "stop here". A response that is only EOS keeps its one
-    token (the trainer needs ≥ 1 token per episode).
-
-    Swaps `ppo_core.rlhf.response_mask` for the broken version while the block runs.
-    """
-    correct = rlhf.response_mask
-
-    def broken(response_ids, eos_token_id):
-        mask = correct(response_ids, eos_token_id) & (response_ids != eos_token_id)
-        mask[:, 0] |= ~mask.any(dim=1)                    # keep one token per response
-        return mask
-
-    rlhf.response_mask = broken
-    try:
-        yield
-    finally:
-        rlhf.response_mask = correct
-
-
-_correct_sequence_logprobs = rlhf.sequence_logprobs
-
-
-def shifted_sequence_logprobs(model, input_ids, attention_mask, n_prompt, temperature=1.0,
-                              bf16=False, with_values=False, with_entropy=False):
-    """`rlhf.sequence_logprobs` without the causal shift (the bug, its `shift=0`):
-
-        logp[b, t] = log softmax(logits[b, P+t] / temperature)[ids[b, P+t]]     (wrong)
-
-    instead of `logits[b, P−1+t]`: each position scores the token it has already seen.
-    Same signature and shapes as the correct function, so nothing crashes."""
-    return _correct_sequence_logprobs(model, input_ids, attention_mask, n_prompt, temperature,
-                                      bf16, with_values, with_entropy, shift=0)
-
-
-@contextlib.contextmanager
-def shifted_logprobs():
-    """Fault 2: every log-prob in the trainer (π_old, π_θ, π_ref) comes from
-    `shifted_sequence_logprobs`. Swaps `ppo_core.rlhf.sequence_logprobs` while the block runs."""
-    correct = rlhf.sequence_logprobs
-    rlhf.sequence_logprobs = shifted_sequence_logprobs
-    try:
-        yield
-    finally:
-        rlhf.sequence_logprobs = correct
-
-
-def train_with_fault(fault: str | None, **config):
-    """`rlhf.train(RLHFConfig(**config))` with one fault injected (None: healthy).
-
-    "unfrozen_ref" passes the policy's own LM as the reference: π_ref moves with π_θ, so the
-    KL term compares the policy with itself (the `ref_model = model` bug, no deepcopy)."""
-    cfg = rlhf.RLHFConfig(**config)
-    if fault is None:
-        return rlhf.train(cfg)
-    if fault == "eos_masked":
-        with eos_masked_out():
-            return rlhf.train(cfg)
-    if fault == "shifted":
-        with shifted_logprobs():
-            return rlhf.train(cfg)
-    if fault == "unfrozen_ref":
-        lm, tok = rlhf.load_policy_and_tokenizer(cfg.model, cfg.device)
-        return rlhf.train(cfg, policy=lm, tokenizer=tok, ref_model=lm)
-    raise ValueError(f"fault must be None, 'eos_masked', 'shifted' or 'unfrozen_ref', got {fault!r}")
-
-
-# ----------------------------------------------------------------------------------------
 # Running
 # ----------------------------------------------------------------------------------------
 
@@ -182,7 +103,7 @@ def run_one(name: str, spec: dict | None = None, out_dir: Path = HERE, progress:
     spec = spec if spec is not None else runs()[name]
     t0 = time.perf_counter()
     if spec["trainer"] == "rlhf":
-        res = train_with_fault(spec["fault"], **dict(spec["config"], progress=progress))
+        res = train_with_fault(spec["fault"], rlhf.RLHFConfig(**dict(spec["config"], progress=progress)))
         _write(Path(out_dir) / f"{name}.jsonl", res.records)
     else:
         from ppo_core import cartpole
