@@ -89,12 +89,13 @@ def runs() -> dict[str, dict]:
 # Running
 # ----------------------------------------------------------------------------------------
 
-def _write(path: Path, records: list[dict], keys: list[str] | None = None) -> None:
+def _write(path: Path, records: list[dict], keys: list[str]) -> None:
+    """The CartPole runs' records, cut down to `keys` (their full logs are large)."""
     from ppo_core.metrics import MetricsLog
 
     with MetricsLog(path) as log:
         for r in records:
-            log.write({k: r[k] for k in keys if k in r} if keys else r)
+            log.write({k: r[k] for k in keys if k in r})
 
 
 def run_one(name: str, spec: dict | None = None, out_dir: Path = HERE, progress: bool = False) -> float:
@@ -103,8 +104,8 @@ def run_one(name: str, spec: dict | None = None, out_dir: Path = HERE, progress:
     spec = spec if spec is not None else runs()[name]
     t0 = time.perf_counter()
     if spec["trainer"] == "rlhf":
-        res = train_with_fault(spec["fault"], rlhf.RLHFConfig(**dict(spec["config"], progress=progress)))
-        _write(Path(out_dir) / f"{name}.jsonl", res.records)
+        train_with_fault(spec["fault"], rlhf.RLHFConfig(**dict(
+            spec["config"], progress=progress, log_path=str(Path(out_dir) / f"{name}.jsonl"))))
     else:
         from ppo_core import cartpole
 
