@@ -1,6 +1,6 @@
 """Time to solve CartPole-v1: ppo_core against Stable-Baselines3's PPO, same machine, same run.
 
-Criterion for both methods (identical code path, `ppo_core.cartpole.evaluate`): every 4096
+Criterion for both methods (identical code path, `ppo_core.trainers.cartpole.evaluate_greedy`): every 4096
 environment steps, run the *greedy* policy for 20 episodes; the task counts as solved at the
 first evaluation whose mean return is >= 475. Training seconds exclude evaluation time and
 the one-off construction of the environments and the model. Both use torch on the CPU with
@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from ppo_core.cartpole import CartPoleConfig, evaluate, train
+from ppo_core.trainers.cartpole import CartPoleConfig, evaluate_greedy, train
 
 ENV_ID = "CartPole-v1"
 TARGET = 475.0
@@ -62,7 +62,7 @@ def run_sb3(seed: int) -> tuple[int | None, float]:
                 return True
             t0 = time.perf_counter()
             policy = lambda obs: self.model.predict(obs, deterministic=True)[0]  # noqa: E731
-            mean = evaluate(policy, ENV_ID, EVAL_EPISODES, seed=seed + 104_729 + self.num_timesteps)
+            mean = evaluate_greedy(policy, ENV_ID, EVAL_EPISODES, seed=seed + 104_729 + self.num_timesteps)
             self.eval_seconds += time.perf_counter() - t0
             if mean >= TARGET:
                 self.solved_step = self.num_timesteps

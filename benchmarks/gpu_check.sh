@@ -56,9 +56,9 @@ if [ "${1:-}" = "prepare" ]; then
         "tokenizers==$(pin tokenizers)" || exit 1
     carry=$(PPO_COURSE_FAST=1 HF_HUB_OFFLINE=1 "$PY" - <<'EOF'
 import os
-from ppo_core import reward, text
+from ppo_core.lm import models, reward, text
 repo = os.getcwd()
-paths = [text.tiny_gpt2_path(), reward.reward_model_path(None)]
+paths = [models.tiny_gpt2_path(), reward.reward_model_path(None)]
 print(" ".join(os.path.relpath(p, repo) for p in paths))
 EOF
 ) || exit 1
@@ -143,9 +143,9 @@ EOF
 step caches 200 "$PY" - <<'EOF'
 import time
 t = time.time()
-from ppo_core import reward, text
-for name, fn in (("tiny GPT-2", text.tiny_gpt2_path), ("reward model", lambda: reward.reward_model_path(None)),
-                 ("124M-shape GPT-2", text.gpt2_small_path)):
+from ppo_core.lm import reward, text
+for name, fn in (("tiny GPT-2", models.tiny_gpt2_path), ("reward model", lambda: reward.reward_model_path(None)),
+                 ("124M-shape GPT-2", models.gpt2_small_path)):
     t0 = time.time()
     p = fn()
     print(f"{name}: {p.name} ready in {time.time() - t0:.1f} s")

@@ -18,7 +18,7 @@ stay allocated), and `max_memory_reserved` (what the caching allocator took from
 
 The first `--warmup` iterations (CUDA kernels, allocator) are run but not averaged. With
 `--model gpt2` and no hub, GPT-2 small's architecture pre-trained on the course corpus is
-used (`ppo_core.text.gpt2_small_path`). Its weights do not change the timing (EOS is
+used (`ppo_core.lm.models.gpt2_small_path`). Its weights do not change the timing (EOS is
 suppressed, so every response has the same length), but its vocabulary does: 1,966 tokens
 against the hub model's 50,257, so its LM head is 26x smaller. The script prints the
 matmul work per token relative to the hub's `gpt2` so that such a number is read as the
@@ -72,14 +72,15 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
 
-    from ppo_core import reward, rlhf
+    from ppo_core.lm import reward
+    from ppo_core.trainers import rlhf
     from ppo_core._runtime import resolve_device
 
     device = resolve_device(args.device)
     mb = args.minibatch or max(1, args.batch // 4)
     cfg = rlhf.RLHFConfig(model=args.model, steps=args.iters, batch_size=args.batch,
                           minibatch_size=mb, response_len=args.response_len,
-                          ppo_epochs=args.epochs, n_prompts=min(640, max(args.batch, 256)),
+                          update_epochs=args.epochs, n_prompts=min(640, max(args.batch, 256)),
                           min_response_len=0 if args.stop_at_eos else args.response_len,
                           device=str(device), progress=False,
                           bf16=rlhf.BF16_CHOICES[args.bf16])

@@ -21,9 +21,9 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "cartpole":
-        from .cartpole import cli_main
+        from .trainers.cartpole import cli_main
     elif command == "rlhf":
-        from .rlhf import cli_main
+        from .trainers.rlhf import cli_main
     elif command == "doctor":
         from .diagnostics import cli_main
     else:

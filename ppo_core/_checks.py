@@ -8,6 +8,11 @@ import math
 import torch
 
 
+class NonFiniteError(ValueError):
+    """A tensor holds NaN or ±inf. A `ValueError` (bad input to a function), and the type by
+    which the trainers recognise divergence (`ppo_core.trainers.run`), never by its message."""
+
+
 def as_tensor(x, name: str, dtype=None) -> torch.Tensor:
     """Convert arrays, lists and scalars to a tensor; tensors pass through unchanged."""
     if isinstance(x, torch.Tensor):
@@ -29,7 +34,7 @@ def finite_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):
         bad = x[~torch.isfinite(x)].flatten()[:3].tolist()
         n_bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} contains {n_bad} non-finite value(s) (e.g. {bad}); "
+        raise NonFiniteError(f"{name} contains {n_bad} non-finite value(s) (e.g. {bad}); "
                          f"check the step that produced it")
     return x
 

@@ -6,13 +6,28 @@ from __future__ import annotations
 import contextlib
 
 
-def resolve_device(device=None):
-    """`torch.device(device)`, or CUDA when available and `device` is None, else the CPU."""
+def resolve_device(device=None, check: bool = False):
+    """`torch.device(device)`, or CUDA when available and `device` is None, else the CPU.
+
+    With `check`, a device that cannot be used here (a malformed name, CUDA without a GPU,
+    an index past the last GPU) raises a ValueError saying so, instead of failing later."""
     import torch
 
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r} ({e})") from None
+    if check and dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine "
+                             f"(use --device cpu, or leave it out)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) here")
+    elif check and dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    return dev
 
 
 @contextlib.contextmanager

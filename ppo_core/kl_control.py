@@ -71,8 +71,8 @@ def _check_kl(kl) -> float:
     return v
 
 
-def make_kl_controller(beta: float, target_kl: float | None = None, horizon: float = 10_000):
-    """Fixed β when `target_kl` is None, the adaptive controller otherwise."""
-    if target_kl is None:
+def make_kl_controller(beta: float, kl_target: float | None = None, horizon: float = 10_000):
+    """Fixed β when `kl_target` is None, the adaptive controller otherwise."""
+    if kl_target is None:
         return FixedKLController(beta)
-    return AdaptiveKLController(beta, target_kl, horizon)
+    return AdaptiveKLController(beta, kl_target, horizon)

@@ -33,18 +33,25 @@ def _clean(value):
 class MetricsLog:
     """Append-only JSONL writer; also keeps the records in memory (`.records`).
 
-    `MetricsLog(None)` keeps records in memory only. `resume=True` continues an existing
-    file: its records are loaded (a half-written last line, from a killed run, is dropped),
+    `MetricsLog(None)` keeps records in memory only. An existing, non-empty file is never
+    truncated silently: it is continued with `resume=True` or replaced with `overwrite=True`,
+    and refused (ValueError) otherwise. `resume=True` continues an existing file: its records are loaded (a half-written last line, from a killed run, is dropped),
     those for which `keep(record)` is false are dropped too (e.g. iterations after the
     checkpoint a run resumes from, which it will redo), the file is rewritten with the
     rest, atomically, and new records are appended after them.
     """
 
-    def __init__(self, path=None, resume: bool = False, keep=None):
+    def __init__(self, path=None, resume: bool = False, keep=None, overwrite: bool = False):
         self.path = Path(path) if path is not None else None
         self.records: list[dict] = []
         self._fh = None
         if self.path is not None:
+            if self.path.is_dir():
+                raise ValueError(f"log path {str(self.path)!r} is a directory, not a file")
+            if (not resume and not overwrite and self.path.exists()
+                    and self.path.stat().st_size > 0):
+                raise ValueError(f"log {str(self.path)!r} already holds a run; continue it "
+                                 f"(resume) or replace it (overwrite), or choose another path")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if resume and self.path.exists():
                 self.records = [r for r in read_log(self.path) if keep is None or keep(r)]

@@ -1,4 +1,4 @@
-"""Gold scorer, simulated annotator and reward model (ppo_core.reward).
+"""Gold scorer, simulated annotator and reward model (ppo_core.lm.reward).
 
 The reward models are built once into the course cache (about a minute each the first
 time) and reused here.
@@ -11,19 +11,20 @@ import random
 import pytest
 import torch
 
-from ppo_core import reward, text
-from ppo_core.reward import SimulatedAnnotator, gold_score, last_token_index
+from ppo_core._runtime import torch_threads
+from ppo_core.lm import cache, reward, text
+from ppo_core.lm.reward import SimulatedAnnotator, gold_score, last_token_index
 
 
 @pytest.fixture(scope="module")
 def rm():
-    with text.torch_threads(1):
+    with torch_threads(1):
         return reward.load_reward_model(None, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def rm_biased():
-    with text.torch_threads(1):
+    with torch_threads(1):
         return reward.load_reward_model("exclamation", device="cpu")
 
 
@@ -159,4 +160,4 @@ def test_reward_model_round_trip(rm, tmp_path):
     t = ["The fabric is soft and the fit is perfect!"]
     assert torch.equal(rm.score(t), again.score(t))
     assert (tmp_path / "rm" / "reward_head.safetensors").exists()
-    assert text.verify_artifact(reward.reward_model_path(None))
+    assert cache.verify_artifact(reward.reward_model_path(None))

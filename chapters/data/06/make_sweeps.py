@@ -5,13 +5,13 @@
                                                         #   faults, eps_cartpole, long
     python chapters/data/06/make_sweeps.py --list       # the runs, from the code
 
-Every run is one of `ppo_core`'s own trainers (`ppo_core.rlhf.train`,
-`ppo_core.cartpole.train`) writing its standard JSONL log into this folder; `manifest.json`
+Every run is one of `ppo_core`'s own trainers (`ppo_core.trainers.rlhf.train`,
+`ppo_core.trainers.cartpole.train`) writing its standard JSONL log into this folder; `manifest.json`
 records each run's configuration, wall time, and the torch version. The RLHF runs use the
 tiny GPT-2 and reward models of the cache that `PPO_COURSE_FAST` selects; the stored logs
 were made with `PPO_COURSE_FAST=1` (the models a fast-mode chapter loads).
 
-Chapter 06's planted bugs live in `ppo_core.faults`; `FAULTS` below names the ones whose
+Chapter 06's planted bugs live in `ppo_core.course.faults`; `FAULTS` below names the ones whose
 runs are stored here.
 """
 
@@ -30,8 +30,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from ppo_core import rlhf  # noqa: E402
-from ppo_core.faults import train_with_fault  # noqa: E402
+from ppo_core.trainers import rlhf# noqa: E402
+from ppo_core.course.faults import train_with_fault  # noqa: E402
 
 # ----------------------------------------------------------------------------------------
 # The runs
@@ -39,13 +39,13 @@ from ppo_core.faults import train_with_fault  # noqa: E402
 
 #: shared settings of the RLHF runs: the biased reward model (annotators who like "!")
 RLHF_BASE = dict(reward_bias="exclamation", steps=40, batch_size=32, response_len=16,
-                 ppo_epochs=2, minibatch_size=16, lr=3e-4, clip_eps=0.2, n_samples=4,
+                 update_epochs=2, minibatch_size=16, lr=3e-4, clip_eps=0.2, n_samples=4,
                  seed=0, progress=False)
 BETAS = [0.0, 0.02, 0.05, 0.1, 0.3, 1.0]
 LONG_STEPS = 120                          # β = 0 for 3× longer: how far does the gold curve go?
 EPS_RLHF = [0.05, 0.2, 100.0]            # 100 = the clip never binds
-EPS_RLHF_BASE = dict(RLHF_BASE, reward_bias=None, beta=0.05, lr=1e-3, ppo_epochs=4, steps=30)
-ADAPTIVE = dict(RLHF_BASE, reward_bias=None, beta=0.3, target_kl=3.0, kl_horizon=160.0,
+EPS_RLHF_BASE = dict(RLHF_BASE, reward_bias=None, beta=0.05, lr=1e-3, update_epochs=4, steps=30)
+ADAPTIVE = dict(RLHF_BASE, reward_bias=None, beta=0.3, kl_target=3.0, kl_horizon=160.0,
                 steps=50)
 FAULT_BETA = 0.1
 FAULTS = ["eos_masked", "shifted", "unfrozen_reference"]
@@ -93,7 +93,7 @@ def _write(path: Path, records: list[dict], keys: list[str]) -> None:
     """The CartPole runs' records, cut down to `keys` (their full logs are large)."""
     from ppo_core.metrics import MetricsLog
 
-    with MetricsLog(path) as log:
+    with MetricsLog(path, overwrite=True) as log:
         for r in records:
             log.write({k: r[k] for k in keys if k in r})
 
@@ -105,9 +105,10 @@ def run_one(name: str, spec: dict | None = None, out_dir: Path = HERE, progress:
     t0 = time.perf_counter()
     if spec["trainer"] == "rlhf":
         train_with_fault(spec["fault"], rlhf.RLHFConfig(**dict(
-            spec["config"], progress=progress, log_path=str(Path(out_dir) / f"{name}.jsonl"))))
+            spec["config"], progress=progress, overwrite=True,
+            log_path=str(Path(out_dir) / f"{name}.jsonl"))))
     else:
-        from ppo_core import cartpole
+        from ppo_core.trainers import cartpole
 
         res = cartpole.train(cartpole.CartPoleConfig(**dict(spec["config"], progress=progress)))
         _write(Path(out_dir) / f"{name}.jsonl", res.records, CARTPOLE_KEYS)

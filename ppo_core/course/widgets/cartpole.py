@@ -22,7 +22,7 @@ from __future__ import annotations
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-from ..cartpole import CartPoleConfig, train
+from ...trainers.cartpole import CartPoleConfig, train
 from .bandit import show_in
 
 __all__ = ["cartpole_lab", "CartPoleLab", "LAB_RUN", "LAB_SECONDS"]

@@ -25,7 +25,7 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 from IPython import get_ipython
 
-from ..bandits import BanditPPOConfig, diverged, make_bandit, train_bandit_ppo
+from ...trainers.bandits import BanditPPOConfig, diverged, make_bandit, train_bandit_ppo
 from ..plots import plot_bandit_run, plot_clipped_objective
 
 __all__ = ["objective_explorer", "bandit_lab", "ObjectiveExplorer", "BanditLab"]

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ._runtime import torch_threads
-from ._checks import as_tensor, non_negative, positive_finite
-from .kl_control import make_kl_controller
-from .losses import categorical_kl, entropy_from_logits, ppo_objective
-from .metrics import MetricsLog, is_diverged
+from .._runtime import torch_threads
+from .._checks import as_tensor, non_negative, positive_finite
+from ..kl_control import make_kl_controller
+from ..losses import categorical_kl, entropy_from_logits, ppo_objective
+from ..metrics import MetricsLog, is_diverged
+from .config import TrainerConfig, arg
 
 __all__ = ["BernoulliBandit", "GaussianBandit", "make_bandit", "softmax_policy", "log_probs",
            "exact_kl", "entropy", "kl_regularised_optimum", "reinforce_loss", "score_function_gradients",
@@ -207,44 +208,36 @@ def gradient_variance(bandit, logits, batch_size: int = 16, n_batches: int = 200
 # ------------------------------------------------------------------ bandit PPO
 
 @dataclass
-class BanditPPOConfig:
+class BanditPPOConfig(TrainerConfig):
     """Bandit PPO (and, with epochs=1 and clip_eps=None, REINFORCE). One typed config."""
 
-    updates: int = 40
-    """number of batches collected (one policy update of several epochs each)"""
-    batch_size: int = 64
-    """B: arm pulls per batch"""
-    epochs: int = 4
-    """full-batch gradient steps on each batch (1 = on-policy REINFORCE-like update)"""
-    lr: float = 0.5
-    """step size on the logits θ"""
-    optimizer: str = "sgd"
-    """"sgd" (the step is lr × gradient, easy to reason about) or "adam\""""
-    clip_eps: float | None = 0.2
-    """ε of the clipped surrogate; None switches the clip off"""
-    beta: float = 0.0
-    """β, the KL(π_θ‖π_ref) penalty coefficient (initial value when target_kl is set)"""
-    target_kl: float | None = None
-    """adaptive β (Ziegler et al. 2019) aiming at this KL to the reference; None = fixed β"""
-    kl_horizon: float = 10_000.0
-    """horizon of the adaptive controller, in samples"""
-    baseline: bool = True
-    """advantage Â = R − mean batch reward (True) or Â = R (False)"""
-    ent_coef: float = 0.0
-    """entropy bonus c_H"""
-    n_seeds: int = 1
-    """S independent runs trained in parallel; records average over seeds (with target_kl,
-    one β is shared, driven by the seed-mean KL)"""
-    init_logits: tuple | None = None
-    """θ_0 (= the reference π_ref); None = uniform"""
-    seed: int = 0
-    """random seed (rewards and sampled arms)"""
-    max_logit_gap: float = 60.0
-    """a run is stopped and marked diverged when, in any seed, max_a θ_a − min_a θ_a exceeds
-    this (some arm's probability fell below e^−60 ≈ 1e−26 in one optimiser step: the
-    logits exploded and π is numerically deterministic) or θ turns non-finite"""
+    updates: int = arg(40, "number of batches collected (one policy update of several epochs "
+                           "each)")
+    batch_size: int = arg(64, "B: arm pulls per batch")
+    epochs: int = arg(4, "full-batch gradient steps on each batch (1 = on-policy REINFORCE-like "
+                         "update)")
+    lr: float = arg(0.5, "step size on the logits θ")
+    optimizer: str = arg("sgd", "'sgd' (the step is lr × gradient, easy to reason about) or "
+                                "'adam'")
+    clip_eps: float | None = arg(0.2, "ε of the clipped surrogate; None switches the clip off")
+    beta: float = arg(0.0, "β, the KL(π_θ‖π_ref) penalty coefficient (initial value when "
+                           "kl_target is set)")
+    kl_target: float | None = arg(None, "adaptive β (Ziegler et al. 2019) aiming at this KL to "
+                                        "the reference; None = fixed β")
+    kl_horizon: float = arg(10_000.0, "horizon of the adaptive controller, in samples")
+    baseline: bool = arg(True, "advantage Â = R − mean batch reward (True) or Â = R (False)")
+    ent_coef: float = arg(0.0, "entropy bonus c_H")
+    n_seeds: int = arg(1, "S independent runs trained in parallel; records average over seeds "
+                          "(with kl_target, one β is shared, driven by the seed-mean KL)")
+    init_logits: tuple | None = arg(None, "θ_0 (= the reference π_ref); None = uniform")
+    seed: int = arg(0, "random seed (rewards and sampled arms)")
+    max_logit_gap: float = arg(60.0, "a run is stopped and marked diverged when, in any seed, "
+                                     "max_a θ_a − min_a θ_a exceeds this (some arm's probability "
+                                     "fell below e^−60 ≈ 1e−26 in one optimiser step: the logits "
+                                     "exploded and π is numerically deterministic) or θ turns "
+                                     "non-finite")
 
-    def validate(self, n_arms: int) -> "BanditPPOConfig":
+    def validate(self) -> None:
         for name in ("updates", "batch_size", "epochs", "n_seeds"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -255,17 +248,20 @@ class BanditPPOConfig:
         non_negative(self.ent_coef, "ent_coef")
         positive_finite(self.kl_horizon, "kl_horizon")
         positive_finite(self.max_logit_gap, "max_logit_gap")
-        if self.target_kl is not None:
-            positive_finite(self.target_kl, "target_kl")
+        if self.kl_target is not None:
+            positive_finite(self.kl_target, "kl_target")
             positive_finite(self.beta, "beta (the adaptive controller's start)")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.init_logits is not None and (
-                len(self.init_logits) != n_arms
-                or not all(math.isfinite(float(x)) for x in self.init_logits)):
+        if self.init_logits is not None and not all(math.isfinite(float(x))
+                                                    for x in self.init_logits):
+            raise ValueError(f"init_logits must hold finite numbers, got {self.init_logits!r}")
+
+    def check_arms(self, n_arms: int) -> None:
+        """`init_logits` must give one logit per arm of the bandit it trains on."""
+        if self.init_logits is not None and len(self.init_logits) != n_arms:
             raise ValueError(f"init_logits must hold {n_arms} finite numbers (one per arm), "
                              f"got {self.init_logits!r}")
-        return self
 
 
 def diverged(records: list[dict]) -> bool:
@@ -300,7 +296,7 @@ class _AdamStep:
 
 
 def train_bandit_ppo(bandit, cfg: BanditPPOConfig = BanditPPOConfig(), log_path=None,
-                     log: MetricsLog | None = None) -> list[dict]:
+                     log: MetricsLog | None = None, overwrite: bool = False) -> list[dict]:
     """Train a softmax policy on `bandit` with PPO's composite objective; return the records.
 
     Per update (CleanRL's order): sample B arms from π_θ_old, pull them, Â = R − mean(R);
@@ -323,15 +319,16 @@ def train_bandit_ppo(bandit, cfg: BanditPPOConfig = BanditPPOConfig(), log_path=
         `bandit/probs` (π after the update, seed-mean, list of A), `bandit/diverged` (0/1),
         `perf/seconds`.
     A diverged run (θ non-finite or a logit gap > max_logit_gap) writes one last record with
-    `bandit/diverged` = 1 and stops. `log_path` (or an open `log`) also writes JSONL.
+    `bandit/diverged` = 1 and stops. `log_path` (or an open `log`) also writes JSONL; an existing log is
+    replaced only with `overwrite=True`.
     """
     with torch_threads(1):          # tiny tensors: extra threads only add synchronisation
-        return _train(bandit, cfg, log_path, log)
+        return _train(bandit, cfg, log_path, log, overwrite)
 
 
-def _train(bandit, cfg, log_path, log):
+def _train(bandit, cfg, log_path, log, overwrite=False):
     A = int(bandit.means.numel())
-    cfg.validate(A)
+    cfg.check_arms(A)
     S, B = cfg.n_seeds, cfg.batch_size
     g = torch.Generator().manual_seed(cfg.seed)
     theta0 = (torch.zeros(A) if cfg.init_logits is None
@@ -339,10 +336,10 @@ def _train(bandit, cfg, log_path, log):
     ref_logits = theta0.expand(S, A).clone()                                 # π_ref, (S, A)
     theta = ref_logits.clone().requires_grad_(True)                          # θ, (S, A)
     step = _sgd_step if cfg.optimizer == "sgd" else _AdamStep(theta)
-    kl_ctl = make_kl_controller(cfg.beta, cfg.target_kl, cfg.kl_horizon)
+    kl_ctl = make_kl_controller(cfg.beta, cfg.kl_target, cfg.kl_horizon)
     best = int(bandit.means.argmax())
     own_log = log is None
-    log = MetricsLog(log_path) if own_log else log
+    log = MetricsLog(log_path, overwrite=overwrite) if own_log else log
     t0 = time.perf_counter()
     try:
         for it in range(cfg.updates):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 
-from . import rlhf
+from ..trainers import rlhf
 
 __all__ = ["FAULTS", "eos_masked_out", "shifted_sequence_logprobs", "shifted_logprobs",
            "stale_sampler", "train_with_fault"]

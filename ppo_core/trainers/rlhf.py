@@ -28,12 +28,11 @@ Shapes: B batch (episodes = prompts), P prompt tokens, T response tokens, V voca
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import dataclasses
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,18 +40,20 @@ from typing import Callable
 
 import torch
 
-from ._checks import finite_tensor, non_negative, positive_finite, unit_interval
-from ._runtime import resolve_device
-from .advantages import explained_variance, gae
-from .kl_control import make_kl_controller
-from .losses import kl_estimate, ppo_objective
-from .masking import logprobs_from_logits, masked_mean, masked_whiten
-from .metrics import MetricsLog
-from .value_head import CausalLMWithValueHead, float32_head, lm_forward, position_ids_from_mask
+from .._checks import finite_tensor, non_negative, positive_finite, unit_interval
+from .._runtime import resolve_device, torch_threads
+from ..advantages import explained_variance, gae
+from ..kl_control import make_kl_controller
+from ..losses import kl_estimate, ppo_objective
+from ..masking import logprobs_from_logits, masked_mean, masked_whiten
+from ..value_head import CausalLMWithValueHead, float32_head, lm_forward, position_ids_from_mask
+from .config import TrainerConfig, arg, config_from_args
+from .config import build_parser as build_parser_for
+from .run import MinibatchStats, Run, TrainingDiverged, check_finite, check_output_paths, losses_record
 
-__all__ = ["RLHFConfig", "RLHFResult", "Rollout", "train", "load_policy_and_tokenizer",
+__all__ = ["RLHFConfig", "RLHFResult", "TokenRollout", "train", "load_policy_and_tokenizer",
            "sample_responses", "response_mask", "sequence_logprobs", "score_rollout",
-           "token_rewards", "per_token_kl", "evaluate", "save_policy", "sync", "build_parser",
+           "token_rewards", "per_token_kl", "evaluate_gold", "save_policy", "sync", "build_parser",
            "cli_main"]
 
 
@@ -61,79 +62,66 @@ __all__ = ["RLHFConfig", "RLHFResult", "Rollout", "train", "load_policy_and_toke
 # --------------------------------------------------------------------------------------------
 
 @dataclass
-class RLHFConfig:
+class RLHFConfig(TrainerConfig):
     """Every setting of an RLHF run. Defaults suit the tiny GPT-2 on two CPU cores."""
 
-    model: str = "tiny"
-    """Policy to start from: "tiny" (the course's GPT-2), "gpt2" (124M), or a local path."""
-    reward_bias: str | None = None
-    """Reward model to optimise: trained on unbiased annotators (None) or "exclamation"."""
-    steps: int = 20
-    """PPO iterations (each: one batch of rollouts, then the update epochs)."""
-    batch_size: int = 32
-    """B: prompts, hence episodes, per iteration."""
-    response_len: int = 16
-    """T: maximum number of generated tokens per response."""
-    min_response_len: int = 0
-    """EOS is forbidden before this many tokens (benchmarks use T for fixed-length responses;
-    the samples then come from π with EOS masked out, a small off-policy bias)."""
-    ppo_epochs: int = 2
-    """Passes over each batch of rollouts."""
-    minibatch_size: int = 16
-    """Episodes per gradient step (must divide batch_size)."""
-    lr: float = 1e-4
-    """Adam learning rate for the policy and the value head."""
-    clip_eps: float = 0.2
-    """ε: clip range of the probability ratio r_t(θ), usually 0.1 to 0.3."""
-    value_clip_eps: float | None = 0.2
-    """ε_v: clip range of the value update around the old values (None: unclipped)."""
-    vf_coef: float = 0.1
-    """c_v: weight of the value loss."""
-    ent_coef: float = 0.0
-    """c_H: entropy bonus (RLHF usually relies on the KL penalty instead)."""
-    beta: float = 0.05
-    """β: KL coefficient in the per-token reward (initial value when adaptive)."""
-    target_kl: float | None = None
-    """Adaptive β: KL target in nats per *sequence* (None: β stays fixed)."""
-    kl_horizon: float = 10_000
-    """Adaptive β: the controller's horizon in episodes (Ziegler et al. 2019)."""
-    kl_estimator: str = "k1"
-    """Per-token KL estimate in the reward: "k1" (log-ratio), "k2" or "k3"."""
-    gamma: float = 1.0
-    """γ: discount over tokens."""
-    lam: float = 0.95
-    """λ: GAE parameter over tokens."""
-    whiten_advantages: bool = True
-    """Standardise advantages over the response tokens of each batch."""
-    temperature: float = 1.0
-    """Sampling temperature; the policy trained is softmax(logits / temperature)."""
-    max_grad_norm: float = 1.0
-    """Gradient-norm clip per step."""
-    early_stop_kl: float | None = None
-    """Stop the epochs of an iteration once approx_kl (old‖new, per token) exceeds this."""
-    n_prompts: int = 256
-    """Size of the prompt pool that batches are drawn from."""
-    prompt_seed: int = 1
-    """Seed of `ppo_core.text.build_prompts`."""
-    seed: int = 0
-    """Seed of sampling, minibatch order and the value head."""
-    device: str | None = None
-    """"cpu", "cuda", ... (None: CUDA when available)."""
-    bf16: bool | None = None
-    """bf16 autocast (None: on CUDA only)."""
-    log_path: str | None = None
-    """JSONL metrics log (None: keep records in memory only)."""
-    save_path: str | None = None
-    """Checkpoint folder (policy + value head, safetensors; None: no checkpoint)."""
-    save_every: int = 0
-    """Also checkpoint every this many iterations (0: only at the end / on interrupt)."""
-    n_samples: int = 3
-    """Sample texts written to each log record."""
-    progress: bool = True
-    """Show a tqdm progress bar."""
+    model: str = arg("tiny", "policy to start from: tiny (course GPT-2), gpt2 (124M; offline: its "
+                     "architecture pre-trained on the course corpus, built once) or a local "
+                     "save_pretrained folder")
+    reward_bias: str | None = arg(None, "reward model to optimise: none (unbiased annotators) or "
+                                  "exclamation (annotators who like '!': a proxy the policy can "
+                                  "hack)", choices=(None, "exclamation"))
+    steps: int = arg(20, "PPO iterations (each: one batch of rollouts, then the update epochs)")
+    batch_size: int = arg(32, "B: prompts, hence episodes, per iteration")
+    response_len: int = arg(16, "T: maximum number of generated tokens per response")
+    min_response_len: int = arg(0, "EOS is forbidden before this many tokens (benchmarks use T "
+                                "for fixed-length responses; the samples then come from π with "
+                                "EOS masked out, a small off-policy bias)")
+    update_epochs: int = arg(2, "K: passes over each batch of rollouts", flag="--epochs")
+    minibatch_size: int = arg(16, "episodes per gradient step (must divide batch_size)")
+    lr: float = arg(1e-4, "Adam learning rate for the policy and the value head")
+    clip_eps: float = arg(0.2, "ε: clip range of the probability ratio r_t(θ), usually 0.1 to 0.3")
+    value_clip_eps: float | None = arg(0.2, "ε_v: clip range of the value update around the old "
+                                       "values (none or 0: unclipped)", zero_is_none=True)
+    vf_coef: float = arg(0.1, "c_v: weight of the value loss")
+    ent_coef: float = arg(0.0, "c_H: entropy bonus (RLHF usually relies on the KL penalty instead)")
+    beta: float = arg(0.05, "β: KL coefficient in the per-token reward (initial value when adaptive)")
+    kl_target: float | None = arg(None, "adaptive β: KL target in nats per *sequence* (none: β "
+                                  "stays fixed)")
+    kl_horizon: float = arg(10_000, "adaptive β: the controller's horizon in episodes "
+                            "(Ziegler et al. 2019)")
+    kl_estimator: str = arg("k1", "per-token KL estimate in the reward: k1 (log-ratio), k2 or k3",
+                            choices=("k1", "k2", "k3"))
+    gamma: float = arg(1.0, "γ: discount over tokens")
+    gae_lambda: float = arg(0.95, "λ: GAE parameter over tokens")
+    whiten_advantages: bool = arg(True, "standardise advantages over the response tokens of "
+                                  "each batch")
+    temperature: float = arg(1.0, "sampling temperature; the policy trained is "
+                             "softmax(logits / temperature)")
+    max_grad_norm: float = arg(1.0, "gradient-norm clip per step")
+    target_kl: float | None = arg(None, "stop an iteration's epochs once approx_kl (old‖new, per "
+                                  "token) exceeds this (none: never)")
+    n_prompts: int = arg(256, "size of the prompt pool that batches are drawn from")
+    prompt_seed: int = arg(1, "seed of `ppo_core.lm.text.build_prompts`")
+    seed: int = arg(0, "seed of sampling, minibatch order and the value head")
+    device: str | None = arg(None, "cpu, cuda, ... (none: CUDA when available)")
+    bf16: bool | None = arg(None, "bf16 autocast (auto: on CUDA only)")
+    threads: int | None = arg(None, "torch CPU threads while training (none: torch's choice; 1 is "
+                              "fastest for the tiny model on a busy 2-core machine)")
+    log_path: str | None = arg(None, "JSONL metrics log (none: keep records in memory only)",
+                               flag="--log")
+    save_dir: str | None = arg(None, "checkpoint folder: policy, value head, tokenizer "
+                               "(safetensors; none: no checkpoint)", flag="--save")
+    save_every: int = arg(0, "also checkpoint every this many iterations (0: only at the end / "
+                          "on interrupt)")
+    resume: bool = arg(False, "continue the run checkpointed in save_dir: its policy, value head, "
+                       "optimizer, β and iteration count, appending to the log")
+    overwrite: bool = arg(False, "replace an existing log and checkpoint instead of refusing")
+    n_samples: int = arg(3, "sample texts written to each log record")
+    progress: bool = arg(True, "show a tqdm progress bar")
 
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "response_len", "ppo_epochs", "minibatch_size",
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "response_len", "update_epochs", "minibatch_size",
                      "n_prompts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -146,28 +134,38 @@ class RLHFConfig:
                              f"batch_size={self.batch_size}")
         positive_finite(self.lr, "lr")
         positive_finite(self.clip_eps, "clip_eps")
+        if self.clip_eps > MAX_CLIP_EPS:
+            raise ValueError(f"clip_eps must be at most {MAX_CLIP_EPS} (beyond, the clip never "
+                             f"acts and exp(±ε) overflows), got {self.clip_eps!r}")
         positive_finite(self.value_clip_eps, "value_clip_eps", allow_none=True)
         non_negative(self.vf_coef, "vf_coef")
         non_negative(self.ent_coef, "ent_coef")
         non_negative(self.beta, "beta")
-        positive_finite(self.target_kl, "target_kl", allow_none=True)
+        positive_finite(self.kl_target, "kl_target", allow_none=True)
         positive_finite(self.kl_horizon, "kl_horizon")
-        if self.target_kl is not None and self.beta <= 0:
-            raise ValueError(f"adaptive β (target_kl={self.target_kl}) needs beta > 0, got "
+        if self.kl_target is not None and self.beta <= 0:
+            raise ValueError(f"adaptive β (kl_target={self.kl_target}) needs beta > 0, got "
                              f"{self.beta!r}")
         if self.kl_estimator not in ("k1", "k2", "k3"):
             raise ValueError(f"kl_estimator must be 'k1', 'k2' or 'k3', got {self.kl_estimator!r}")
         unit_interval(self.gamma, "gamma")
-        unit_interval(self.lam, "lam")
+        unit_interval(self.gae_lambda, "gae_lambda")
         positive_finite(self.temperature, "temperature")
         positive_finite(self.max_grad_norm, "max_grad_norm")
-        positive_finite(self.early_stop_kl, "early_stop_kl", allow_none=True)
-        from .reward import BIASES
+        positive_finite(self.target_kl, "target_kl", allow_none=True)
+        from ..lm.reward import BIASES
 
         if self.reward_bias not in BIASES:
             raise ValueError(f"reward_bias must be one of {BIASES}, got {self.reward_bias!r}")
-        if not isinstance(self.save_every, int) or self.save_every < 0:
-            raise ValueError(f"save_every must be an int >= 0, got {self.save_every!r}")
+        for name in ("save_every", "n_samples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be an int >= 1 or None, got {self.threads!r}")
+        if self.resume and not self.save_dir:
+            raise ValueError("resume=True needs save_dir (where the checkpoint is)")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other")
 
     def uses_bf16(self, device) -> bool:
         """Whether bf16 autocast is on for `device`: `bf16` if set, else on CUDA only."""
@@ -177,6 +175,11 @@ class RLHFConfig:
     def n_minibatches(self) -> int:
         """Gradient steps per epoch."""
         return self.batch_size // self.minibatch_size
+
+
+MAX_CLIP_EPS = 10.0
+"""The widest clip range accepted: ratios beyond e^±10 are clipped by the log-ratio bound
+of `ppo_core.losses` anyway."""
 
 
 @dataclass
@@ -201,10 +204,10 @@ def load_policy_and_tokenizer(model: str = "tiny", device=None):
 
     "gpt2" loads the hub's `gpt2` with `from_pretrained` where a hub is reachable (or the
     Hugging Face cache has it). Where neither is, it loads GPT-2 small's architecture
-    pre-trained on the course corpus (`text.gpt2_small_path()`, built once: about 25 minutes
+    pre-trained on the course corpus (`models.gpt2_small_path()`, built once: about 25 minutes
     on the CPU, far less on a GPU), with the course tokenizer.
     """
-    from . import text
+    from ..lm import models
 
     dev = resolve_device(device)
     if not isinstance(model, (str, os.PathLike)) or not str(model):
@@ -212,12 +215,12 @@ def load_policy_and_tokenizer(model: str = "tiny", device=None):
     name = str(model)
     if name == "gpt2":
         try:
-            return text.load_policy("gpt2", device=dev)
+            return models.load_policy("gpt2", device=dev)
         except (OSError, ValueError):                    # no hub, nothing in the HF cache
-            return text.load_policy(text.gpt2_small_path(), device=dev)
+            return models.load_policy(models.gpt2_small_path(), device=dev)
     if name != "tiny" and not Path(name).exists():
         raise ValueError(f"model must be 'tiny', 'gpt2' or an existing path, got {name!r}")
-    return text.load_policy(name, device=dev)
+    return models.load_policy(name, device=dev)
 
 
 def _reference_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -229,21 +232,35 @@ def _reference_copy(model: torch.nn.Module) -> torch.nn.Module:
     return ref
 
 
+CHECKPOINT_META = "rlhf_config.json"
+"""The file that marks a folder as an RLHF checkpoint (run config and counters)."""
+OPTIMIZER_FILE = "optimizer.safetensors"
+
+
 def save_policy(policy: CausalLMWithValueHead, tokenizer, path, config: RLHFConfig | None = None,
-                state: dict | None = None) -> Path:
-    """Checkpoint: `save_pretrained` (safetensors) + value head + tokenizer + run config.
+                state: dict | None = None, optimizer=None, generator=None) -> Path:
+    """Checkpoint: `save_pretrained` (safetensors) + value head + tokenizer + run config, and,
+    for `resume`, the optimizer's moments and the sampling RNG (safetensors, no pickle).
 
-    Written into a temporary folder and renamed into place (`text.atomic_build`), so an
-    interrupted save never leaves a model and a value head from different iterations."""
-    from .text import atomic_build
+    Written into a temporary folder and swapped into place (`lm.cache.atomic_build`), so an
+    interrupted save leaves the previous checkpoint or the new one, never a mix or nothing."""
+    from safetensors.torch import save_file
 
-    meta = {"config": dataclasses.asdict(config) if config is not None else {},
-            "state": state or {}}
+    from ..lm.cache import atomic_build
+    from .checkpoint import optimizer_tensors
+
+    meta = {"config": config.to_dict() if config is not None else {}, "state": state or {}}
 
     def write(tmp: Path) -> None:
         policy.save_pretrained(tmp)
         tokenizer.save_pretrained(str(tmp))
-        (tmp / "rlhf_config.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        tensors = optimizer_tensors(optimizer) if optimizer is not None else {}
+        if generator is not None:
+            tensors["rng.torch"] = generator.get_state()
+        if tensors:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                      str(tmp / OPTIMIZER_FILE))
+        (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
     return atomic_build(Path(path), write, {"kind": "rlhf checkpoint"})
 
@@ -253,7 +270,7 @@ def save_policy(policy: CausalLMWithValueHead, tokenizer, path, config: RLHFConf
 # --------------------------------------------------------------------------------------------
 
 @dataclass
-class Rollout:
+class TokenRollout:
     """One batch of episodes. P prompt tokens (left-padded), T response tokens.
 
     input_ids `(B, P+T)`, attention_mask `(B, P+T)` (0 on left padding and after the first
@@ -320,7 +337,7 @@ def sync(device: torch.device) -> None:
 @torch.no_grad()
 def sample_responses(model, tokenizer, prompts: list[str], max_new_tokens: int = 16,
                      temperature: float = 1.0, bf16: bool = False,
-                     return_sampling_logprobs: bool = False, min_new_tokens: int = 0) -> Rollout:
+                     return_sampling_logprobs: bool = False, min_new_tokens: int = 0) -> TokenRollout:
     """Sample one response per prompt with KV-cache `generate` on a left-padded batch.
 
     Pure sampling from softmax(logits / temperature): no top-k, no top-p, no repetition
@@ -338,7 +355,7 @@ def sample_responses(model, tokenizer, prompts: list[str], max_new_tokens: int =
             (for the test that recomputed log-probs equal them).
         min_new_tokens: forbid EOS before this many tokens (0: pure sampling).
 
-    Returns: a `Rollout` with ids, masks and decoded responses (up to the first EOS).
+    Returns: a `TokenRollout` with ids, masks and decoded responses (up to the first EOS).
     """
     from transformers import GenerationConfig
 
@@ -376,7 +393,7 @@ def sample_responses(model, tokenizer, prompts: list[str], max_new_tokens: int =
     attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)       # (B, P+T')
     texts = [tokenizer.decode(r[m], skip_special_tokens=True)
              for r, m in zip(response.cpu(), mask.cpu())]
-    rollout = Rollout(list(prompts), texts, input_ids, attention_mask, mask, P)
+    rollout = TokenRollout(list(prompts), texts, input_ids, attention_mask, mask, P)
     if return_sampling_logprobs:
         logits = torch.stack(out.logits, dim=1).float() / float(temperature)   # (B, T', V)
         rollout.sampling_logprobs = logprobs_from_logits(logits, response)
@@ -433,9 +450,9 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 
 
 @torch.no_grad()
-def score_rollout(rollout: Rollout, policy: CausalLMWithValueHead, ref_model,
+def score_rollout(rollout: TokenRollout, policy: CausalLMWithValueHead, ref_model,
                   reward_fn: Callable, gold_fn: Callable | None = None,
-                  temperature: float = 1.0, bf16: bool = False) -> Rollout:
+                  temperature: float = 1.0, bf16: bool = False) -> TokenRollout:
     """Fill in log π_old, V_old, log π_ref, the reward-model score and the gold score.
 
     Both reward functions take the B full texts (prompt + response) and return `(B,)`.
@@ -531,7 +548,7 @@ def per_token_kl(policy, ref_model, tokenizer, prompt: str, response) -> tuple[l
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, prompts: list[str], gold_fn: Callable, reward_fn: Callable | None = None,
+def evaluate_gold(model, tokenizer, prompts: list[str], gold_fn: Callable, reward_fn: Callable | None = None,
              max_new_tokens: int = 16, seed: int = 123, temperature: float = 1.0) -> dict:
     """Sample one response per prompt (seeded) and score it: mean gold (and proxy) score.
 
@@ -560,57 +577,48 @@ def _fork_rng(seed: int, device: torch.device):
 # --------------------------------------------------------------------------------------------
 
 def _default_rewards(cfg: RLHFConfig, device):
-    from . import reward
+    from ..lm import reward
 
     rm = reward.load_reward_model(bias=cfg.reward_bias, device=device)
     return rm.score, reward.gold_score
 
 
-def _nonfinite(e: Exception) -> bool:
-    return isinstance(e, ValueError) and "non-finite" in str(e)
+@dataclass
+class _State:
+    """What one iteration needs and the next one inherits (a checkpoint restores it)."""
+    policy: CausalLMWithValueHead
+    ref_model: torch.nn.Module
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    kl_ctl: object
+    gen: torch.Generator
+    reward_fn: Callable
+    gold_fn: Callable
+    prompts: list
+    device: torch.device
+    bf16: bool
+    iteration: int = 0
+    episodes: int = 0
 
 
-def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_model=None,
-          reward_fn: Callable | None = None, gold_fn: Callable | None = None,
-          prompts: list[str] | None = None, callback: Callable | None = None) -> RLHFResult:
-    """RLHF with token-level PPO; one JSONL record per iteration.
-
-    Args:
-        config: an `RLHFConfig` (defaults if None).
-        policy: a causal LM or `CausalLMWithValueHead` to train (default: load `config.model`).
-            A plain LM gets a fresh value head; it is trained in place.
-        tokenizer: its tokenizer (required with `policy`).
-        ref_model: frozen π_ref (default: a copy of the policy before training).
-        reward_fn: texts → `(B,)` proxy reward R (default: the reward model for
-            `config.reward_bias`); gold_fn: texts → `(B,)` gold score (default: VADER).
-        prompts: the prompt pool (default: `text.build_prompts(config.n_prompts)`).
-        callback: called as `callback(record)` after each iteration (e.g. a live plot).
-
-    Returns: `RLHFResult` (records, trained policy, reference, tokenizer, config).
-    On KeyboardInterrupt the log so far is kept, the last finished iteration is
-    checkpointed (if `save_path`), and the result comes back with `interrupted=True`.
-    Raises FloatingPointError naming the iteration if a loss or log-prob turns non-finite.
-    """
-    cfg = config if config is not None else RLHFConfig()
-    if not isinstance(cfg, RLHFConfig):
-        raise ValueError(f"config must be an RLHFConfig, got {type(cfg).__name__}")
-    device = resolve_device(cfg.device)
-    bf16 = cfg.uses_bf16(device)
-    torch.manual_seed(cfg.seed)
-
-    # ---- models, rewards, prompts --------------------------------------------------------
-    if policy is None:
+def _models(cfg: RLHFConfig, policy, tokenizer, ref_model, device):
+    """(policy with value head, frozen π_ref, tokenizer) on `device`. Resuming: the policy and
+    its value head come from `save_dir`, π_ref is rebuilt from the run's original model."""
+    if cfg.resume:
+        lm, tokenizer = load_policy_and_tokenizer(cfg.save_dir, device)
+        if ref_model is None:
+            ref_model, _ = load_policy_and_tokenizer(_saved(cfg.save_dir)["config"]["model"], device)
+    elif policy is None:
         lm, tokenizer = load_policy_and_tokenizer(cfg.model, device)
     else:
         if tokenizer is None:
             raise ValueError("tokenizer is required when a policy is passed")
         lm = policy.pretrained_model if isinstance(policy, CausalLMWithValueHead) else policy
         lm.to(device)
-        from .text import prepare_tokenizer
+        from ..lm.text import prepare_tokenizer
 
         tokenizer = prepare_tokenizer(tokenizer)
-    if ref_model is None:
-        ref_model = _reference_copy(lm)
+    ref_model = _reference_copy(lm) if ref_model is None else ref_model
     ref_model.to(device)
     ref_model.eval()              # π_ref: no dropout; it is only ever run under no_grad and
                                   # never given to the optimiser (its requires_grad is left
@@ -619,264 +627,231 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
         policy = CausalLMWithValueHead(lm)
         # starting from a checkpoint: its value head comes along; π_ref is the checkpoint's
         # policy (a new run from that policy, like SFT → RLHF), not the original model
-        if cfg.model not in ("tiny", "gpt2"):
-            policy.load_value_head(cfg.model)
+        source = cfg.save_dir if cfg.resume else cfg.model
+        if str(source) not in ("tiny", "gpt2"):
+            policy.load_value_head(source)
     policy.to(device)
     policy.eval()                 # dropout off: the ratio must be exactly 1 before a step
+    if not any(p.requires_grad for p in policy.pretrained_model.parameters()):
+        raise ValueError("the policy has no trainable parameter (requires_grad is False "
+                         "everywhere): was it copied from a frozen model?")
+    return policy, ref_model, tokenizer
+
+
+def _saved(save_dir) -> dict:
+    """The run config and counters of the RLHF checkpoint in `save_dir`."""
+    meta = Path(save_dir) / CHECKPOINT_META
+    if not meta.is_file():
+        raise ValueError(f"no RLHF checkpoint to resume in {str(save_dir)!r} (no {CHECKPOINT_META})")
+    try:
+        return json.loads(meta.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{meta} is not valid JSON: {e}") from None
+
+
+def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _State:
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    policy, ref_model, tokenizer = _models(cfg, policy, tokenizer, ref_model, device)
     if reward_fn is None or gold_fn is None:
         default_rm, default_gold = _default_rewards(cfg, device)
-        reward_fn = reward_fn or default_rm
-        gold_fn = gold_fn or default_gold
+        reward_fn, gold_fn = reward_fn or default_rm, gold_fn or default_gold
     if prompts is None:
-        from . import text
+        from ..lm import text
 
         prompts = text.build_prompts(n=cfg.n_prompts, seed=cfg.prompt_seed)
     if len(prompts) < 1:
         raise ValueError("prompts must not be empty")
-    kl_ctl = make_kl_controller(cfg.beta, cfg.target_kl, cfg.kl_horizon)
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    if not any(p.requires_grad for p in policy.pretrained_model.parameters()):
-        raise ValueError("the policy has no trainable parameter (requires_grad is False "
-                         "everywhere): was it copied from a frozen model?")
-    optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
-    log = MetricsLog(cfg.log_path)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    st = _State(policy, ref_model, tokenizer, torch.optim.Adam(trainable, lr=cfg.lr),
+                make_kl_controller(cfg.beta, cfg.kl_target, cfg.kl_horizon),
+                torch.Generator().manual_seed(cfg.seed), reward_fn, gold_fn, list(prompts),
+                device, cfg.uses_bf16(device))
+    if cfg.resume:
+        saved = _saved(cfg.save_dir)["state"]
+        st.iteration, st.episodes = int(saved.get("iteration", 0)), int(saved.get("episodes", 0))
+        st.kl_ctl.beta = float(saved.get("beta", st.kl_ctl.beta))
+        opt = Path(cfg.save_dir) / OPTIMIZER_FILE
+        if opt.is_file():
+            from safetensors.torch import load_file
 
-    from tqdm.auto import tqdm
+            from .checkpoint import load_optimizer_tensors
 
-    bar = tqdm(range(1, cfg.steps + 1), desc="RLHF", disable=not cfg.progress, leave=False)
-    interrupted, checkpoint, episodes = False, None, 0
-    try:
-        for it in bar:
-            try:
-                sync(device)
-                t0 = time.perf_counter()
-                # ---- 1. roll out ---------------------------------------------------------------
-                idx = torch.randperm(len(prompts), generator=gen)[:cfg.batch_size]
-                if len(idx) < cfg.batch_size:              # small pool: draw with replacement
-                    idx = torch.randint(len(prompts), (cfg.batch_size,), generator=gen)
-                batch_prompts = [prompts[i] for i in idx.tolist()]
-                ro = sample_responses(policy, tokenizer, batch_prompts, cfg.response_len,
-                                      cfg.temperature, bf16, min_new_tokens=cfg.min_response_len)
-                sync(device)
-                t_gen = time.perf_counter()
-                # ---- 2. score: log π_old, V_old, log π_ref, R, gold ----------------------------
-                score_rollout(ro, policy, ref_model, reward_fn, gold_fn, cfg.temperature, bf16)
-                for name, t in (("reward_fn", ro.scores), ("gold_fn", ro.gold)):
-                    if not bool(torch.isfinite(t).all()):
-                        raise FloatingPointError(f"iteration {it}: {name} returned non-finite "
-                                                 f"scores {t[~torch.isfinite(t)][:3].tolist()}")
-                sync(device)
-                t_score = time.perf_counter()
-                # ---- 3. per-token reward and 4. GAE over tokens --------------------------------
-                beta = kl_ctl.beta
-                mask = ro.mask                                                       # (B, T)
-                rewards, kl, dones = token_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, mask,
-                                                   beta, cfg.kl_estimator)
-                old_values = torch.where(mask, ro.values, torch.zeros_like(ro.values))
-                adv, returns = gae(rewards.T, old_values.T, dones.T,                 # time-major (T, B)
-                                   torch.zeros(len(mask), device=device), cfg.gamma, cfg.lam)
-                adv, returns = adv.T.contiguous(), returns.T.contiguous()            # (B, T)
-                if cfg.whiten_advantages:
-                    adv = masked_whiten(adv, mask)
-                # ---- 5. epochs × minibatches ---------------------------------------------------
-                stats_acc: dict[str, list[float]] = {}
-                stop = False
-                for epoch in range(cfg.ppo_epochs):
-                    perm = torch.randperm(cfg.batch_size, generator=gen).to(device)
-                    for start in range(0, cfg.batch_size, cfg.minibatch_size):
-                        mb = perm[start:start + cfg.minibatch_size]
-                        new = sequence_logprobs(policy, ro.input_ids[mb], ro.attention_mask[mb],
-                                                ro.n_prompt, cfg.temperature, bf16,
-                                                with_values=True, with_entropy=True)
-                        loss, st = ppo_objective(
-                            new["logp"], ro.logprobs[mb], adv[mb], cfg.clip_eps, mask=mask[mb],
-                            ref_logp=ro.ref_logprobs[mb], beta=0.0, kl_kind="k3",
-                            values=new["values"], old_values=old_values[mb], returns=returns[mb],
-                            value_clip_eps=cfg.value_clip_eps, vf_coef=cfg.vf_coef,
-                            entropy=new["entropy"], ent_coef=cfg.ent_coef)
-                        if not torch.isfinite(loss):
-                            raise FloatingPointError(f"iteration {it}, epoch {epoch}: the PPO loss "
-                                                     f"is {float(loss)}")
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-                        if not torch.isfinite(grad_norm):
-                            raise FloatingPointError(f"iteration {it}, epoch {epoch}: gradient norm "
-                                                     f"is {float(grad_norm)}")
-                        optimizer.step()
-                        st["grad_norm"] = float(grad_norm)
-                        for k, v in st.items():
-                            stats_acc.setdefault(k, []).append(float(v))
-                        if cfg.early_stop_kl is not None and st["approx_kl"] > cfg.early_stop_kl:
-                            stop = True
-                            break
-                    if stop:
-                        break
-                sync(device)                                # the last optimizer step too
-                t_update = time.perf_counter()
-                # ---- 6. adapt β and log ---------------------------------------------------------
-                seq_kl = kl.sum(dim=1)                                               # (B,)
-                kl_ctl.update(float(seq_kl.mean()), cfg.batch_size)
-                episodes += cfg.batch_size
-                n_tokens = int(mask.sum())
-                mean = {k: sum(v) / len(v) for k, v in stats_acc.items()}
-                explained = explained_variance(returns[mask], old_values[mask])
-                dt = t_update - t0
-                record = {
-                    "iteration": it,
-                    "episodes": episodes,
-                    "objective/kl": float(seq_kl.mean()),
-                    "objective/kl_per_token": float(masked_mean(kl, mask)),
-                    "objective/beta": beta,
-                    "objective/proxy_reward": float(ro.scores.mean()),
-                    "objective/gold_reward": float(ro.gold.mean()),
-                    "objective/rlhf_reward": float((ro.scores - beta * seq_kl).mean()),
-                    "losses/policy_loss": mean["policy_loss"],
-                    "losses/value_loss": mean.get("value_loss", 0.0),
-                    "losses/entropy": mean["entropy"],
-                    "losses/approx_kl": mean["approx_kl"],
-                    "losses/approx_kl_k3": mean["approx_kl_k3"],
-                    "losses/clipfrac": mean["clipfrac"],
-                    "losses/value_clipfrac": mean.get("value_clipfrac", 0.0),
-                    "losses/kl_ref": mean["kl_ref"],
-                    "losses/ratio_max": max(stats_acc["ratio_max"]),
-                    "losses/grad_norm": mean["grad_norm"],
-                    "losses/explained_variance": explained,
-                    "charts/response_length": n_tokens / cfg.batch_size,
-                    "charts/gradient_steps": len(stats_acc["loss"]),
-                    "perf/generate_s": t_gen - t0,
-                    "perf/score_s": t_score - t_gen,
-                    "perf/update_s": t_update - t_score,
-                    "perf/iteration_s": dt,
-                    "perf/episodes_per_second": cfg.batch_size / dt,
-                    "perf/tokens_per_second": n_tokens / dt,
-                    "perf/steps_per_second": n_tokens / dt,              # a step = a token here
-                    "samples": [{"prompt": ro.prompts[i], "response": ro.responses[i],
-                                 "proxy": float(ro.scores[i]), "gold": float(ro.gold[i])}
-                                for i in range(min(cfg.n_samples, cfg.batch_size))],
-                }
-                log.write(record)
-                bar.set_postfix(gold=f"{record['objective/gold_reward']:+.2f}",
-                                proxy=f"{record['objective/proxy_reward']:+.2f}",
-                                kl=f"{record['objective/kl']:.2f}")
-                if callback is not None:
-                    callback(record)
-                if cfg.save_path and cfg.save_every and it % cfg.save_every == 0:
-                    checkpoint = save_policy(policy, tokenizer, cfg.save_path, cfg,
-                                             {"iteration": it, "beta": kl_ctl.beta})
-            except ValueError as e:                      # a NaN caught by a shape/finite check
-                if _nonfinite(e):
-                    raise FloatingPointError(f"iteration {it}: {e}") from e
-                raise
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-        log.close()
-    if cfg.save_path and log.records:
-        checkpoint = save_policy(policy, tokenizer, cfg.save_path, cfg,
-                                 {"iteration": log.records[-1]["iteration"], "beta": kl_ctl.beta,
-                                  "interrupted": interrupted})
-    return RLHFResult(log.records, policy, ref_model, tokenizer, cfg, interrupted, checkpoint)
+            tensors = load_file(str(opt))
+            load_optimizer_tensors(st.optimizer, tensors)
+            if "rng.torch" in tensors:
+                st.gen.set_state(tensors["rng.torch"])
+    return st
+
+
+def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_model=None,
+          reward_fn: Callable | None = None, gold_fn: Callable | None = None,
+          prompts: list[str] | None = None, callback: Callable | None = None) -> RLHFResult:
+    """RLHF with token-level PPO; one JSONL record per iteration (`_iteration`).
+
+    Args:
+        config: an `RLHFConfig` (defaults if None).
+        policy: a causal LM or `CausalLMWithValueHead` to train (default: load `config.model`).
+            A plain LM gets a fresh value head; it is trained in place.
+        tokenizer: its tokenizer (required with `policy`).
+        ref_model: frozen π_ref (default: a copy of the policy before training).
+        reward_fn: texts → `(B,)` proxy reward R (default: the reward model for
+            `config.reward_bias`); gold_fn: texts → `(B,)` gold score (default:
+            `ppo_core.lm.reward.gold_score`).
+        prompts: the prompt pool (default: `text.build_prompts(config.n_prompts)`).
+        callback: called as `callback(record)` after each iteration (e.g. a live plot).
+
+    Returns: `RLHFResult` (records, trained policy, reference, tokenizer, config).
+    Output paths are checked before anything trains. On Ctrl-C or SIGTERM the log so far is
+    kept, the last finished iteration is checkpointed (if `save_dir`), and the result comes
+    back with `interrupted=True`. Raises `TrainingDiverged` (a FloatingPointError) naming the
+    iteration if a loss, gradient, score or log-prob turns non-finite.
+    """
+    cfg = config if config is not None else RLHFConfig()
+    if not isinstance(cfg, RLHFConfig):
+        raise ValueError(f"config must be an RLHFConfig, got {type(cfg).__name__}")
+    check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume,
+                       cfg.overwrite, checkpoint_marker=CHECKPOINT_META)
+    with torch_threads(cfg.threads) if cfg.threads else contextlib.nullcontext():
+        st = _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts)
+
+        def save(iteration, final):
+            if cfg.save_dir:
+                save_policy(st.policy, st.tokenizer, cfg.save_dir, cfg,
+                            {"iteration": iteration, "episodes": st.episodes,
+                             "beta": st.kl_ctl.beta, "final": final,
+                             "interrupted": run.interrupted},
+                            optimizer=st.optimizer, generator=st.gen)
+
+        run = Run(cfg.log_path, resume=cfg.resume, overwrite=cfg.overwrite, keep=lambda r: r.get("iteration", 0) <= st.iteration,
+                  total=cfg.steps, initial=st.iteration, desc="RLHF", progress=cfg.progress,
+                  save=save if cfg.save_dir else None, callback=callback,
+                  postfix=lambda r: {"gold": f"{r['objective/gold_reward']:+.2f}",
+                                     "proxy": f"{r['objective/proxy_reward']:+.2f}",
+                                     "kl": f"{r['objective/kl']:.2f}"})
+        with run:
+            for it in run.iterations(st.iteration, cfg.steps):
+                run.log_record(_iteration(cfg, st, it))
+                if cfg.save_every and it % cfg.save_every == 0:
+                    run.checkpoint()
+    checkpoint = Path(cfg.save_dir) if cfg.save_dir and run.saved_at is not None else None
+    return RLHFResult(run.records, st.policy, st.ref_model, st.tokenizer, cfg, run.interrupted,
+                      checkpoint)
+
+
+def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
+    """One iteration in CleanRL's order: roll out, score, per-token reward, GAE, epochs ×
+    minibatches, adapt β. Returns the log record."""
+    device, bf16 = st.device, st.bf16
+    sync(device)
+    t0 = time.perf_counter()
+    # ---- 1. roll out ---------------------------------------------------------------------
+    idx = torch.randperm(len(st.prompts), generator=st.gen)[:cfg.batch_size]
+    if len(idx) < cfg.batch_size:                       # small pool: draw with replacement
+        idx = torch.randint(len(st.prompts), (cfg.batch_size,), generator=st.gen)
+    ro = sample_responses(st.policy, st.tokenizer, [st.prompts[i] for i in idx.tolist()],
+                          cfg.response_len, cfg.temperature, bf16,
+                          min_new_tokens=cfg.min_response_len)
+    sync(device)
+    t_gen = time.perf_counter()
+    # ---- 2. score: log π_old, V_old, log π_ref, R, gold -----------------------------------
+    score_rollout(ro, st.policy, st.ref_model, st.reward_fn, st.gold_fn, cfg.temperature, bf16)
+    for name, t in (("reward_fn", ro.scores), ("gold_fn", ro.gold)):
+        if not bool(torch.isfinite(t).all()):
+            raise TrainingDiverged(f"{name} returned non-finite scores "
+                                   f"{t[~torch.isfinite(t)][:3].tolist()}")
+    sync(device)
+    t_score = time.perf_counter()
+    # ---- 3. per-token reward and 4. GAE over tokens ---------------------------------------
+    beta = st.kl_ctl.beta
+    mask = ro.mask                                                               # (B, T)
+    rewards, kl, dones = token_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, mask, beta,
+                                       cfg.kl_estimator)                         # (B, T) each
+    old_values = torch.where(mask, ro.values, torch.zeros_like(ro.values))       # (B, T)
+    adv, returns = gae(rewards.T, old_values.T, dones.T,                         # time-major (T, B)
+                       torch.zeros(len(mask), device=device), cfg.gamma, cfg.gae_lambda)
+    adv, returns = adv.T.contiguous(), returns.T.contiguous()                    # (B, T)
+    if cfg.whiten_advantages:
+        adv = masked_whiten(adv, mask)
+    # ---- 5. epochs × minibatches ----------------------------------------------------------
+    stats = _update(cfg, st, ro, adv, returns, old_values)
+    sync(device)                                        # the last optimizer step too
+    t_update = time.perf_counter()
+    # ---- 6. adapt β and log ---------------------------------------------------------------
+    seq_kl = kl.sum(dim=1)                                                       # (B,)
+    st.kl_ctl.update(float(seq_kl.mean()), cfg.batch_size)
+    st.episodes += cfg.batch_size
+    st.iteration = it
+    n_tokens, dt = int(mask.sum()), t_update - t0
+    mean = stats.mean()
+    return {
+        "iteration": it, "episodes": st.episodes,
+        "objective/kl": float(seq_kl.mean()), "objective/kl_per_token": float(masked_mean(kl, mask)),
+        "objective/beta": beta, "objective/proxy_reward": float(ro.scores.mean()),
+        "objective/gold_reward": float(ro.gold.mean()),
+        "objective/rlhf_reward": float((ro.scores - beta * seq_kl).mean()),
+        **losses_record(stats), "losses/value_loss": mean.get("value_loss", 0.0),
+        "losses/value_clipfrac": mean.get("value_clipfrac", 0.0),
+        "losses/explained_variance": explained_variance(returns[mask], old_values[mask]),
+        "charts/response_length": n_tokens / cfg.batch_size, "charts/gradient_steps": stats.steps,
+        "perf/generate_s": t_gen - t0, "perf/score_s": t_score - t_gen,
+        "perf/update_s": t_update - t_score, "perf/iteration_s": dt,
+        "perf/episodes_per_second": cfg.batch_size / dt, "perf/tokens_per_second": n_tokens / dt,
+        "perf/steps_per_second": n_tokens / dt,                  # a step = a token here
+        "samples": [{"prompt": ro.prompts[i], "response": ro.responses[i],
+                     "proxy": float(ro.scores[i]), "gold": float(ro.gold[i])}
+                    for i in range(min(cfg.n_samples, cfg.batch_size))],
+    }
+
+
+def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
+            returns: torch.Tensor, old_values: torch.Tensor) -> MinibatchStats:
+    """`update_epochs` passes of minibatches of `ppo_objective` over one rollout; stops the
+    epochs once a minibatch's approx_kl exceeds `target_kl`. Tensors are `(B, T)`."""
+    stats = MinibatchStats()
+    for epoch in range(cfg.update_epochs):
+        perm = torch.randperm(cfg.batch_size, generator=st.gen).to(st.device)
+        for start in range(0, cfg.batch_size, cfg.minibatch_size):
+            mb = perm[start:start + cfg.minibatch_size]                          # (b,)
+            new = sequence_logprobs(st.policy, ro.input_ids[mb], ro.attention_mask[mb],
+                                    ro.n_prompt, cfg.temperature, st.bf16,
+                                    with_values=True, with_entropy=True)         # (b, T) each
+            loss, mb_stats = ppo_objective(
+                new["logp"], ro.logprobs[mb], adv[mb], cfg.clip_eps, mask=ro.mask[mb],
+                ref_logp=ro.ref_logprobs[mb], beta=0.0, kl_kind="k3",
+                values=new["values"], old_values=old_values[mb], returns=returns[mb],
+                value_clip_eps=cfg.value_clip_eps, vf_coef=cfg.vf_coef,
+                entropy=new["entropy"], ent_coef=cfg.ent_coef)
+            check_finite(loss, f"the PPO loss (epoch {epoch})")
+            st.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(st.policy.parameters(), cfg.max_grad_norm)
+            mb_stats["grad_norm"] = check_finite(grad_norm, f"the gradient norm (epoch {epoch})")
+            st.optimizer.step()
+            stats.add(mb_stats)
+            if cfg.target_kl is not None and mb_stats["approx_kl"] > cfg.target_kl:
+                return stats
+    return stats
 
 
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
 
-BF16_CHOICES = {"auto": None, "on": True, "off": False}
-"""`--bf16` values → `RLHFConfig.bf16` (auto: on for CUDA only)."""
-
-_FLAG_HELP = {
-    "model": "policy to start from: tiny (course GPT-2), gpt2 (124M; offline: its "
-             "architecture pre-trained on the course corpus, built once) or a local "
-             "save_pretrained folder",
-    "reward_bias": "reward model to optimise: none (unbiased annotators) or exclamation "
-                   "(annotators who like '!': a proxy the policy can hack)",
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
     """The `python -m ppo_core rlhf` parser: one flag per `RLHFConfig` field."""
-    p = argparse.ArgumentParser(
-        prog="python -m ppo_core rlhf",
+    return build_parser_for(
+        RLHFConfig, prog="python -m ppo_core rlhf",
         description="RLHF with token-level PPO: sample responses to review prompts, score them "
                     "with a reward model learned from simulated preferences, and optimise the "
                     "KL-penalised reward. Logs one JSON line per iteration.")
-    p.add_argument("--model", default="tiny", help=_FLAG_HELP["model"] + " (default: tiny)")
-    p.add_argument("--reward-bias", default="none", choices=["none", "exclamation"],
-                   help=_FLAG_HELP["reward_bias"] + " (default: none)")
-    p.add_argument("--beta", type=float, default=0.05,
-                   help="β, KL coefficient in the per-token reward (default: 0.05)")
-    p.add_argument("--target-kl", type=float, default=None,
-                   help="adaptive β: target KL per sequence in nats (default: fixed β)")
-    p.add_argument("--clip-eps", type=float, default=0.2,
-                   help="ε, clip range of the probability ratio (default: 0.2)")
-    p.add_argument("--value-clip-eps", type=float, default=0.2,
-                   help="clip range of the value update; 0 turns it off (default: 0.2)")
-    p.add_argument("--steps", type=int, default=20, help="PPO iterations (default: 20)")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="prompts (episodes) per iteration (default: 32)")
-    p.add_argument("--minibatch-size", type=int, default=16,
-                   help="episodes per gradient step; must divide --batch-size (default: 16)")
-    p.add_argument("--response-len", type=int, default=16,
-                   help="maximum generated tokens per response (default: 16)")
-    p.add_argument("--epochs", type=int, default=2,
-                   help="PPO epochs over each batch of rollouts (default: 2)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
-    p.add_argument("--vf-coef", type=float, default=0.1, help="value-loss weight (default: 0.1)")
-    p.add_argument("--ent-coef", type=float, default=0.0, help="entropy bonus (default: 0)")
-    p.add_argument("--lam", type=float, default=0.95, help="GAE λ over tokens (default: 0.95)")
-    p.add_argument("--gamma", type=float, default=1.0, help="discount γ over tokens (default: 1)")
-    p.add_argument("--kl-estimator", default="k1", choices=["k1", "k2", "k3"],
-                   help="per-token KL estimate in the reward (default: k1)")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="sampling temperature (default: 1)")
-    p.add_argument("--early-stop-kl", type=float, default=None,
-                   help="stop an iteration's epochs once approx_kl exceeds this (default: off)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
-                   help="bf16 autocast (default: auto = on for CUDA only)")
-    p.add_argument("--log", default=None, help="JSONL metrics log path (default: none)")
-    p.add_argument("--save", default=None,
-                   help="checkpoint folder: policy, value head, tokenizer (default: none)")
-    p.add_argument("--save-every", type=int, default=0,
-                   help="also checkpoint every N iterations (default: only at the end)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is fastest for the tiny "
-                        "model on a busy 2-core machine)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> RLHFConfig:
-    return RLHFConfig(
-        model=args.model, reward_bias=None if args.reward_bias == "none" else args.reward_bias,
-        steps=args.steps, batch_size=args.batch_size, response_len=args.response_len,
-        ppo_epochs=args.epochs, minibatch_size=args.minibatch_size, lr=args.lr,
-        clip_eps=args.clip_eps, value_clip_eps=args.value_clip_eps or None,
-        vf_coef=args.vf_coef, ent_coef=args.ent_coef, beta=args.beta, target_kl=args.target_kl,
-        kl_estimator=args.kl_estimator, gamma=args.gamma, lam=args.lam,
-        temperature=args.temperature, early_stop_kl=args.early_stop_kl, seed=args.seed,
-        device=args.device, bf16=BF16_CHOICES[args.bf16],
-        log_path=args.log, save_path=args.save, save_every=args.save_every,
-        progress=not args.no_progress)
 
 
 def cli_main(argv=None) -> int:
-    """`python -m ppo_core rlhf ...`: train, print one summary line per iteration."""
+    """`python -m ppo_core rlhf ...`: train, print one summary line per iteration. Exit status:
+    0 done, 1 diverged, 2 a usage error (one line, no traceback), 130 interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-    except ValueError as e:
-        parser.error(str(e))
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
 
     def show(r):
         print(f"iter {r['iteration']:4d}  gold {r['objective/gold_reward']:+.3f}  "
@@ -884,13 +859,21 @@ def cli_main(argv=None) -> int:
               f"beta {r['objective/beta']:.3f}  clipfrac {r['losses/clipfrac']:.3f}  "
               f"{r['perf/iteration_s']:.2f}s", flush=True)
 
-    result = train(cfg, callback=show)
+    try:
+        cfg = config_from_args(RLHFConfig, args)
+        resolve_device(cfg.device, check=True)
+        result = train(cfg, callback=show)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:                       # bad input: a path, a model folder, a device
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
     if result.interrupted:
         print("interrupted: the log and the last checkpoint are kept")
-    if result.records:
-        s = result.records[-1]["samples"]
-        if s:
-            print(f"sample: {s[0]['prompt']}|{s[0]['response']}")
+    if result.records and result.records[-1]["samples"]:
+        s = result.records[-1]["samples"][0]
+        print(f"sample: {s['prompt']}|{s['response']}")
     if result.checkpoint is not None:
         print(f"saved {result.checkpoint}")
     return 130 if result.interrupted else 0

@@ -50,9 +50,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._checks import positive_finite, non_negative
-from ._runtime import quiet_loading, resolve_device
-from .masking import position_ids_from_mask
+from .._checks import positive_finite, non_negative
+from .._runtime import quiet_loading, resolve_device
+from ..masking import position_ids_from_mask
 
 __all__ = ["gold_score", "SimulatedAnnotator", "RewardModel", "RewardSpec", "reward_spec",
            "reward_model_path", "load_reward_model", "train_reward_model",
@@ -278,14 +278,14 @@ class RewardSpec:
     version: int = 2
 
     def key(self) -> str:
-        from .text import spec_key
+        from .cache import spec_key
         return spec_key(self)
 
 
 def reward_spec(bias: str | None = None) -> RewardSpec:
     """The spec used by `reward_model_path(bias)` (fast mode trains on fewer pairs)."""
-    from . import fast_mode
-    from .text import tiny_gpt2_spec
+    from .. import fast_mode
+    from .models import tiny_gpt2_spec
     if bias not in BIASES:
         raise ValueError(f"bias must be one of {BIASES}, got {bias!r}")
     key = tiny_gpt2_spec().key()
@@ -314,7 +314,8 @@ def _policy_samples(n: int, seed: int, desc: str) -> list[str]:
     """`n` texts sampled from the tiny GPT-2, each continuing the first 2–5 words of a
     corpus sentence (a different corpus seed than pre-training)."""
     from tqdm.auto import tqdm
-    from .text import build_corpus, load_policy
+    from .text import build_corpus
+    from .models import load_policy
 
     model, tok = load_policy("tiny", device="cpu")
     r = random.Random(seed)
@@ -400,7 +401,7 @@ def train_reward_model(spec: RewardSpec, device=None, progress: bool = True) -> 
         L(ψ) = −mean( log σ( R_ψ(chosen) − R_ψ(rejected) ) )
     """
     from tqdm.auto import tqdm
-    from .text import tiny_gpt2_path
+    from .models import tiny_gpt2_path
 
     t0, c0 = time.time(), time.process_time()
     torch.manual_seed(spec.seed)
@@ -478,7 +479,7 @@ def reward_model_path(bias: str | None = None, rebuild: bool = False) -> Path:
     """Directory of the cached reward model for `bias` (None or "exclamation"); trained on
     first use (≈ 1 minute on two CPU cores) into `cache_dir()/reward-<bias>-<hash>`.
     Missing or corrupt → rebuilt; lock file against concurrent builds."""
-    from .text import cached_build
+    from .cache import cached_build
 
     spec = reward_spec(bias)
 

@@ -15,9 +15,10 @@ import html
 
 import matplotlib.pyplot as plt
 
-from .. import fast_mode, reward, text
+from ... import fast_mode
+from ...lm import models, reward, text
 from ..plots import plot_runs
-from ..rlhf import RLHFConfig, train
+from ...trainers.rlhf import RLHFConfig, train
 from .bandit import show_in
 
 __all__ = ["RLHFLab", "rlhf_lab", "plot_rlhf_runs"]
@@ -59,20 +60,20 @@ class RLHFLab:
     Args:
         steps: PPO iterations per run, 1 to 30 (default 10; 6 in fast mode);
         lr: Adam learning rate (default 3e-4; the slider offers 1e-4 to 3e-3);
-        batch_size, response_len, ppo_epochs: the size of each iteration (a run of the
+        batch_size, response_len, update_epochs: the size of each iteration (a run of the
             default 10 iterations takes a few seconds on two CPU cores).
         device: "cpu" by default (the tiny model is faster there than moving it around).
         reward_fn: texts → `(B,)` proxy reward used instead of the reward models (tests).
     """
 
     def __init__(self, steps: int | None = None, batch_size: int = 16, response_len: int = 12,
-                 ppo_epochs: int = 2, lr: float = 3e-4, device: str = "cpu", seed: int = 0,
+                 update_epochs: int = 2, lr: float = 3e-4, device: str = "cpu", seed: int = 0,
                  reward_fn=None):
         import ipywidgets as W
 
         if not isinstance(lr, (int, float)) or not 0 < lr < 1:
             raise ValueError(f"lr must be in (0, 1), got {lr!r}")
-        self.batch_size, self.response_len, self.ppo_epochs = batch_size, response_len, ppo_epochs
+        self.batch_size, self.response_len, self.update_epochs = batch_size, response_len, update_epochs
         self.device, self.seed = device, seed
         self.iterations = W.IntSlider(min=1, max=_MAX_STEPS, step=1, description="iterations",
                                       continuous_update=False)
@@ -82,7 +83,7 @@ class RLHFLab:
                                                value=float(lr), description="lr",
                                                continuous_update=False)
         self._default_steps, self._default_lr = self.steps, self.lr
-        self._base, self.tokenizer = text.load_policy("tiny", device=device)
+        self._base, self.tokenizer = models.load_policy("tiny", device=device)
         self._prompts = text.build_prompts(n=256, seed=1)
         self._reward_models: dict = {}
         self._reward_override = reward_fn
@@ -164,7 +165,7 @@ class RLHFLab:
         try:
             cfg = RLHFConfig(steps=self.steps, batch_size=self.batch_size,
                              minibatch_size=max(1, self.batch_size // 2),
-                             response_len=self.response_len, ppo_epochs=self.ppo_epochs,
+                             response_len=self.response_len, update_epochs=self.update_epochs,
                              lr=self.lr, beta=b, clip_eps=eps, reward_bias=bias,
                              device=self.device, seed=self.seed, progress=False)
             result = train(cfg, policy=copy.deepcopy(self._base), tokenizer=self.tokenizer,

@@ -19,7 +19,7 @@ import sys
 import venv
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("PPO_COURSE_VENV", ROOT / ".venv"))
 STAMP = VENV / ".ppo_course_installed"
 

@@ -31,7 +31,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .metrics import is_diverged
+from ..metrics import is_diverged
 
 __all__ = ["series", "plot_arm_probs", "plot_gradient_variance", "plot_lr_sweep",
            "surrogate_curves", "plot_clipped_objective", "plot_bandit_run",
@@ -136,7 +136,7 @@ def surrogate_curves(r: np.ndarray, advantage: float, clip_eps: float | None, be
     """
     import torch
 
-    from .losses import kl_estimate, surrogate_per_sample
+    from ..losses import kl_estimate, surrogate_per_sample
 
     r = torch.as_tensor(np.asarray(r, dtype=float), dtype=torch.float64)    # exact 1 ± ε
     adv = torch.full_like(r, float(advantage))

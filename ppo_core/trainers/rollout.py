@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .advantages import gae
+from .._checks import NonFiniteError
+from ..advantages import gae
 
-__all__ = ["ActorCritic", "make_envs", "evaluate", "EnvState", "Rollout", "collect_rollout",
+__all__ = ["ActorCritic", "make_envs", "evaluate_greedy", "EnvState", "Rollout", "collect_rollout",
            "rollout_advantages"]
 
 
@@ -83,6 +84,10 @@ def make_envs(env_id: str, num_envs: int):
     the id has one (CartPole-v1: all N carts stepped by one numpy expression), otherwise a
     SyncVectorEnv. Checks discrete actions, Box observations and NEXT_STEP autoreset."""
     try:
+        gym.spec(env_id)
+    except gym.error.Error as e:                 # unknown id, bad version, missing module
+        raise ValueError(f"env_id={env_id!r} is not a registered gymnasium environment: {e}") from None
+    try:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
     except gym.error.Error:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
@@ -100,7 +105,7 @@ def make_envs(env_id: str, num_envs: int):
     return envs
 
 
-def evaluate(policy, env_id: str = "CartPole-v1", n_episodes: int = 20, seed: int = 0,
+def evaluate_greedy(policy, env_id: str = "CartPole-v1", n_episodes: int = 20, seed: int = 0,
              envs=None) -> float:
     """Mean undiscounted return of `n_episodes` episodes of a greedy policy.
 
@@ -193,7 +198,7 @@ def collect_rollout(model: ActorCritic, envs, state: EnvState, T: int, gen: torc
         valid[t] = ~state.prev_done
         logits, value = model(state.obs)                                   # (N, A), (N,)
         if not bool(torch.isfinite(logits).all()):
-            raise ValueError("the policy's logits are non-finite")
+            raise NonFiniteError("the policy's logits are non-finite")
         logp_all = torch.log_softmax(logits, -1)
         u = torch.rand(N, 1, generator=gen)                                # inverse-CDF sampling
         a = (logp_all.exp().cumsum(-1) < u).sum(-1).clamp_(max=A - 1)     # a_t ~ π_θ(·|s_t)
