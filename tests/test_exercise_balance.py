@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ppo_core.checker import MultipleChoice, QuestionBank
+from ppo_core.course.checker import MultipleChoice, QuestionBank
 from ppo_core.exercise_keys import MODULES, load, module
 
 ROOT = Path(__file__).resolve().parent.parent
