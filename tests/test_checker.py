@@ -144,3 +144,13 @@ def test_repr_of_a_question_does_not_reveal_the_answer():
     n = Numeric("n", "prompt", 123.456, "SECRET")
     assert "SECRET" not in repr(q) and "'b'" not in repr(q).split("options")[0]
     assert "correct" not in repr(q) and "123.456" not in repr(n)
+
+
+def test_summary_says_each_status_in_words(bank, capsys):
+    # the marks alone (✅ ❌ ⏳) are empty boxes on a machine without an emoji font
+    bank.check("mc", "b", quiet=True)
+    bank.check("multi", "a", quiet=True)
+    bank.summary()
+    lines = {line.split()[-1]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "correct" in lines["mc"] and "incorrect" in lines["multi"]
+    assert "not attempted" in lines["num"]

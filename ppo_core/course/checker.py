@@ -40,17 +40,17 @@ Registries:
                            `reveal(qid)` act on it.
 
 Questions can be defined in the notebook itself (`register(MultipleChoice(...))`) or in a
-per-chapter module that builds a `QuestionBank` (e.g. `bank = QuestionBank("ch03")`) and
-is imported by the exercise notebook. Registering the same id twice replaces the question
-(re-running a notebook cell is harmless).
+module that the notebook imports; the exercise notebooks keep theirs out of sight in
+`ppo_core.course.exercise_keys` (`bank = ppo_core.course.exercise_keys.load("02")`). Registering the same
+id twice replaces the question (re-running a notebook cell is harmless).
 
 `check` prints its verdict and returns a `Result` with `.status` one of "correct",
 "incorrect", "not_attempted", and `.correct` (bool). A solution notebook ends with
 `assert all_correct()`; a learner's notebook ends with `summary()`.
 
-Example (as in exercises/02_trust_regions.ipynb):
+Example:
 
-    from ppo_core.checker import MultipleChoice, FunctionCheck, check, register, summary
+    from ppo_core.course.checker import MultipleChoice, FunctionCheck, check, register, summary
     register(MultipleChoice("q_clip", "Which mechanism bounds one update?",
                             {"a": "the KL penalty", "b": "the clip"}, "b",
                             explanation="the clip acts per sample on r(θ) ...",
@@ -77,6 +77,8 @@ __all__ = ["MultipleChoice", "Numeric", "FunctionCheck", "QuestionBank", "Result
 NOT_ATTEMPTED = "not_attempted"
 _MARK = {"correct": "✅ Correct.", "incorrect": "❌ Not quite.",
          NOT_ATTEMPTED: "⏳ Not attempted yet."}
+# the summary's words beside its marks: without an emoji font the marks are empty boxes
+_WORD = {"correct": "correct", "incorrect": "incorrect", NOT_ATTEMPTED: "not attempted"}
 
 
 @dataclass
@@ -379,7 +381,7 @@ class QuestionBank:
             n_ok = sum(s == "correct" for s in table.values())
             print(f"{self.name}: {n_ok}/{len(table)} correct")
             for qid, s in table.items():
-                print(f"  {_MARK[s].split()[0]} {qid}")
+                print(f"  {_MARK[s].split()[0]} {_WORD[s]:<13} {qid}")
         return table
 
     def all_correct(self) -> bool:
