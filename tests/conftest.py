@@ -25,15 +25,15 @@ def _one_thread(request):
 @pytest.fixture(scope="module")
 def tiny():
     """(model, tokenizer): the course's tiny GPT-2 on the CPU, one copy per test module."""
-    from ppo_core import text
+    from ppo_core.lm import models, text
 
-    return text.load_policy("tiny", device="cpu")
+    return models.load_policy("tiny", device="cpu")
 
 
 @pytest.fixture(scope="module")
 def prompts():
     """32 held-out review openers."""
-    from ppo_core import text
+    from ppo_core.lm import text
 
     return text.build_prompts(n=32, seed=1)
 
@@ -57,7 +57,7 @@ def bf16_close_to_fp32():
 
     import torch
 
-    from ppo_core.rlhf import CausalLMWithValueHead, sample_responses, sequence_logprobs
+    from ppo_core.trainers.rlhf import CausalLMWithValueHead, sample_responses, sequence_logprobs
 
     def check(model, tok, prompts, seed=3, max_new_tokens=12, mean_tol=0.008, max_tol=0.15):
         big = copy.deepcopy(model)

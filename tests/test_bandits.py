@@ -1,4 +1,4 @@
-"""Reference tests for ppo_core.bandits: environments, exact KL, REINFORCE's gradient,
+"""Reference tests for ppo_core.trainers.bandits: environments, exact KL, REINFORCE's gradient,
 the baseline's variance reduction, and bandit PPO's clip / penalty / divergence behaviour."""
 
 import json
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ppo_core.bandits import (BanditPPOConfig, BernoulliBandit, GaussianBandit, diverged,
+from ppo_core.trainers.bandits import (BanditPPOConfig, BernoulliBandit, GaussianBandit, diverged,
                               entropy, exact_kl, gradient_variance, kl_regularised_optimum,
                               log_probs, make_bandit, reinforce_loss, score_function_gradients,
                               train_bandit_ppo)
@@ -125,7 +125,7 @@ def test_clip_bounds_the_per_update_step_and_penalty_bounds_the_drift():
 
 def test_adaptive_beta_moves_towards_the_target():
     bandit = make_bandit("bernoulli", MEANS)
-    recs = train_bandit_ppo(bandit, BanditPPOConfig(updates=60, beta=0.05, target_kl=0.05,
+    recs = train_bandit_ppo(bandit, BanditPPOConfig(updates=60, beta=0.05, kl_target=0.05,
                                                     kl_horizon=128, n_seeds=16,
                                                     init_logits=(1.0, 2.0, 0.0, 0.0, 0.0)))
     betas = [r["objective/beta"] for r in recs]

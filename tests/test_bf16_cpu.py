@@ -15,9 +15,9 @@ import math
 
 import torch
 
-from ppo_core import rlhf
-from ppo_core.reward import gold_score
-from ppo_core.rlhf import RLHFConfig, sample_responses, sequence_logprobs
+from ppo_core.trainers import rlhf
+from ppo_core.lm.reward import gold_score
+from ppo_core.trainers.rlhf import RLHFConfig, sample_responses, sequence_logprobs
 
 
 def test_bf16_logprobs_values_entropy_are_float32_and_close_to_fp32(tiny, prompts,
@@ -30,7 +30,7 @@ def test_bf16_logprobs_values_entropy_are_float32_and_close_to_fp32(tiny, prompt
 
 def test_two_bf16_iterations_on_cpu_are_finite_and_start_at_kl_zero(tiny, prompts):
     model, tok = tiny
-    cfg = RLHFConfig(steps=2, batch_size=8, minibatch_size=4, response_len=8, ppo_epochs=1,
+    cfg = RLHFConfig(steps=2, batch_size=8, minibatch_size=4, response_len=8, update_epochs=1,
                      bf16=True, device="cpu", progress=False, seed=1)
     res = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=gold_score,
                      gold_fn=gold_score, prompts=prompts)

@@ -1,4 +1,4 @@
-"""PPO on CartPole (ppo_core.cartpole, ppo_core.checkpoint, the cartpole lab).
+"""PPO on CartPole (ppo_core.trainers.cartpole, ppo_core.trainers.checkpoint, the cartpole lab).
 
 Reference behaviour: the trainer learns (3 seeds reach the target), is deterministic,
 checkpoints round-trip exactly, resumes, stops on divergence, and never lets a transition
@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from ppo_core.advantages import gae
-from ppo_core.cartpole import (ActorCritic, CartPoleConfig, EnvState, TrainingDiverged, cli_main,
-                               collect_rollout, evaluate, load_policy, make_envs,
+from ppo_core.trainers.cartpole import (ActorCritic, CartPoleConfig, EnvState, TrainingDiverged, cli_main,
+                               collect_rollout, evaluate_greedy, load_policy, make_envs,
                                rollout_advantages, train)
 from ppo_core.metrics import read_log
 
@@ -158,7 +158,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
         lb, vb = model(obs)
     assert torch.equal(la, lb) and torch.equal(va, vb)
     assert cfg.num_envs == SHORT["num_envs"]
-    assert evaluate(model, n_episodes=4, seed=1) == evaluate(result.model, n_episodes=4, seed=1)
+    assert evaluate_greedy(model, n_episodes=4, seed=1) == evaluate_greedy(result.model, n_episodes=4, seed=1)
 
 
 def test_resume_continues_the_log(tmp_path):
@@ -206,7 +206,7 @@ def test_nan_reward_stops_with_the_iteration_named():
 
 
 def test_keyboard_interrupt_keeps_log_and_checkpoint(tmp_path, monkeypatch):
-    import ppo_core.cartpole as cp
+    import ppo_core.trainers.cartpole as cp
     calls = {"n": 0}
     real = cp.collect_rollout
 
@@ -230,7 +230,7 @@ def test_keyboard_interrupt_keeps_log_and_checkpoint(tmp_path, monkeypatch):
 def test_resume_after_an_interrupt_does_not_duplicate_iterations(tmp_path, monkeypatch):
     # interrupted in iteration 6 with save_every=4: the log holds 5 iterations, the
     # checkpoint 4; the resumed run redoes iteration 5 and the log has each iteration once
-    import ppo_core.cartpole as cp
+    import ppo_core.trainers.cartpole as cp
     calls = {"n": 0}
     real = cp.collect_rollout
 
@@ -340,7 +340,7 @@ def test_cli_bad_flag_value_exits_2_naming_the_field(capsys):
 def test_cartpole_lab_runs_and_overlays():
     import matplotlib
     matplotlib.use("Agg")
-    from ppo_core.widgets import cartpole_lab
+    from ppo_core.course.widgets import cartpole_lab
 
     lab = cartpole_lab(display=False)
     n_lines = len(lab.ax.lines)

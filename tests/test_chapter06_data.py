@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppo_core import plots
+from ppo_core.course import plots
 from ppo_core.metrics import read_log
 
 DATA = Path(__file__).resolve().parent.parent / "chapters" / "data" / "06"

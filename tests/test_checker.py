@@ -4,7 +4,7 @@ without raising, and the answer is never printed before an attempt."""
 import pytest
 import torch
 
-from ppo_core.checker import (NOT_ATTEMPTED, FunctionCheck, MultipleChoice, Numeric,
+from ppo_core.course.checker import (NOT_ATTEMPTED, FunctionCheck, MultipleChoice, Numeric,
                               QuestionBank)
 from ppo_core.losses import clipped_surrogate
 

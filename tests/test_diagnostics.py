@@ -111,8 +111,8 @@ def test_kl_blowup_kl_to_reference_accelerates():
 
 def test_kl_blowup_adaptive_target_lost():
     recs = healthy()                                    # KL plateaus at 2
-    assert dg.detect_kl_blowup(recs, target_kl=1.0) is None
-    f = dg.detect_kl_blowup(recs, target_kl=0.5)        # 4x the target
+    assert dg.detect_kl_blowup(recs, kl_target=1.0) is None
+    f = dg.detect_kl_blowup(recs, kl_target=0.5)        # 4x the target
     assert f is not None and "objective/kl (target)" in f.evidence
     recs = with_(healthy(), "objective/target_kl", lambda i, r: 0.5)
     assert dg.detect_kl_blowup(recs) is not None        # target read from the log

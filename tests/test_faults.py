@@ -1,15 +1,16 @@
-"""ppo_core.faults: each planted bug is in force during its run, and only then."""
+"""ppo_core.course.faults: each planted bug is in force during its run, and only then."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ppo_core import faults, rlhf
+from ppo_core.course import faults
+from ppo_core.trainers import rlhf
 
 
 def _config(**kw):
-    return rlhf.RLHFConfig(steps=2, batch_size=4, minibatch_size=4, response_len=6, ppo_epochs=1,
+    return rlhf.RLHFConfig(steps=2, batch_size=4, minibatch_size=4, response_len=6, update_epochs=1,
                            lr=1e-3, device="cpu", progress=False, **kw)
 
 

@@ -21,9 +21,9 @@ import os
 import pytest
 import torch
 
-from ppo_core import rlhf
-from ppo_core.reward import gold_score
-from ppo_core.rlhf import RLHFConfig, sample_responses, sequence_logprobs
+from ppo_core.trainers import rlhf
+from ppo_core.lm.reward import gold_score
+from ppo_core.trainers.rlhf import RLHFConfig, sample_responses, sequence_logprobs
 
 # benchmarks/gpu_check.sh sets PPO_COURSE_REQUIRE_CUDA=1: on the GPU machine a torch that
 # cannot see the GPU must fail these tests, not skip them
@@ -38,16 +38,16 @@ MEMORY_GOAL_GB = 20.0
 
 @pytest.fixture(scope="module")
 def tiny():
-    from ppo_core import text
+    from ppo_core.lm import models, text
 
-    model, tok = text.load_policy("tiny", device=CUDA)
+    model, tok = models.load_policy("tiny", device=CUDA)
     assert next(model.parameters()).device.type == "cuda"
     return model, tok
 
 
 @pytest.fixture(scope="module")
 def prompts():
-    from ppo_core import text
+    from ppo_core.lm import text
 
     return text.build_prompts(n=64, seed=1)
 
@@ -103,9 +103,9 @@ def test_bf16_logprobs_and_values_are_float32_and_close_to_fp32_on_cuda(tiny, pr
 
 def test_three_bf16_iterations_on_cuda(tiny, prompts, tmp_path):
     model, tok = tiny
-    cfg = RLHFConfig(steps=3, batch_size=16, minibatch_size=8, response_len=12, ppo_epochs=2,
+    cfg = RLHFConfig(steps=3, batch_size=16, minibatch_size=8, response_len=12, update_epochs=2,
                      lr=1e-4, device="cuda", bf16=True, progress=False,
-                     save_path=str(tmp_path / "ckpt"))
+                     save_dir=str(tmp_path / "ckpt"))
     # reward_fn=None: the trainer loads the learned reward model on CUDA itself
     res = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, gold_fn=gold_score,
                      prompts=prompts)
@@ -127,7 +127,7 @@ def test_three_bf16_iterations_on_cuda(tiny, prompts, tmp_path):
 
 
 def test_reward_model_scores_the_same_on_cuda_and_cpu():
-    from ppo_core import reward, text
+    from ppo_core.lm import reward, text
 
     texts = text.build_corpus(48, seed=7) + ["Terrible!!!", "Fine."]
     on_cpu = reward.load_reward_model(device="cpu").score(texts)
@@ -138,9 +138,9 @@ def test_reward_model_scores_the_same_on_cuda_and_cpu():
 
 def test_seeded_evaluate_is_reproducible_on_cuda(tiny, prompts):
     model, tok = tiny
-    a = rlhf.evaluate(model, tok, prompts[:8], gold_score, max_new_tokens=8, seed=5)
+    a = rlhf.evaluate_gold(model, tok, prompts[:8], gold_score, max_new_tokens=8, seed=5)
     torch.manual_seed(123)                       # the global RNG must not matter
-    b = rlhf.evaluate(model, tok, prompts[:8], gold_score, max_new_tokens=8, seed=5)
+    b = rlhf.evaluate_gold(model, tok, prompts[:8], gold_score, max_new_tokens=8, seed=5)
     assert a["texts"] == b["texts"] and a["gold"] == b["gold"]
 
 
@@ -148,7 +148,7 @@ def test_seeded_evaluate_is_reproducible_on_cuda(tiny, prompts):
 
 def test_gpt2_shape_two_iterations_of_128_episodes_within_memory():
     """The issue's shape: 128 prompts × 24 tokens per iteration, 2 epochs of 4 minibatches."""
-    from ppo_core import text
+    from ppo_core.lm import text
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(CUDA)
@@ -156,7 +156,7 @@ def test_gpt2_shape_two_iterations_of_128_episodes_within_memory():
     assert lm.config.n_layer == 12 and lm.config.n_embd == 768 and lm.config.n_head == 12
     assert next(lm.parameters()).device.type == "cuda"
     cfg = RLHFConfig(model="gpt2", steps=2, batch_size=128, minibatch_size=32, response_len=24,
-                     min_response_len=24, ppo_epochs=2, device="cuda", progress=False)
+                     min_response_len=24, update_epochs=2, device="cuda", progress=False)
     res = rlhf.train(cfg, policy=lm, tokenizer=tok, gold_fn=gold_score,
                      prompts=text.build_prompts(n=256, seed=1))
     torch.cuda.synchronize()

@@ -36,7 +36,7 @@ def test_adaptive_converges_towards_target_on_a_toy_system():
 
 def test_make_kl_controller():
     assert isinstance(make_kl_controller(0.1), FixedKLController)
-    assert isinstance(make_kl_controller(0.1, target_kl=0.02), AdaptiveKLController)
+    assert isinstance(make_kl_controller(0.1, kl_target=0.02), AdaptiveKLController)
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])

@@ -1,4 +1,4 @@
-"""Token-level PPO (ppo_core.rlhf): alignment, padding, masks, rewards, and short real runs.
+"""Token-level PPO (ppo_core.trainers.rlhf): alignment, padding, masks, rewards, and short real runs.
 
 Everything runs offline (HF_HUB_OFFLINE=1) on the course's tiny GPT-2; the last tests run
 three RLHF iterations of it and two iterations of the 124M GPT-2 shape at batch 4.
@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ppo_core import rlhf
+from ppo_core.trainers import rlhf
 from ppo_core.advantages import gae
-from ppo_core.reward import gold_score
-from ppo_core.rlhf import (RLHFConfig, response_mask, sample_responses,
+from ppo_core.lm.reward import gold_score
+from ppo_core.trainers.rlhf import (RLHFConfig, response_mask, sample_responses,
                            sequence_logprobs, token_rewards)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,9 +148,9 @@ def test_three_iteration_run_logs_and_checkpoints(tiny, prompts, tmp_path):
     import copy
 
     policy = copy.deepcopy(model)
-    cfg = RLHFConfig(steps=3, batch_size=8, minibatch_size=4, response_len=10, ppo_epochs=2,
+    cfg = RLHFConfig(steps=3, batch_size=8, minibatch_size=4, response_len=10, update_epochs=2,
                      beta=0.05, lr=1e-4, log_path=str(tmp_path / "log.jsonl"),
-                     save_path=str(tmp_path / "ckpt"), progress=False, device="cpu")
+                     save_dir=str(tmp_path / "ckpt"), progress=False, device="cpu")
     res = rlhf.train(cfg, policy=policy, tokenizer=tok, reward_fn=gold_score, gold_fn=gold_score,
                      prompts=prompts)
     assert len(res.records) == 3 and not res.interrupted
@@ -180,7 +180,7 @@ def test_three_iteration_run_logs_and_checkpoints(tiny, prompts, tmp_path):
     head = load_file(str(ckpt / "value_head.safetensors"))
     save_file({**head, "summary.bias": torch.tensor([5.0])}, str(ckpt / "value_head.safetensors"))
     again = rlhf.train(RLHFConfig(model=str(ckpt), steps=1, batch_size=4, minibatch_size=4,
-                                  response_len=4, ppo_epochs=1, progress=False, device="cpu"),
+                                  response_len=4, update_epochs=1, progress=False, device="cpu"),
                        reward_fn=gold_score, gold_fn=gold_score, prompts=prompts)
     assert torch.equal(again.ref_model.transformer.wte.weight, res.policy.pretrained_model.transformer.wte.weight)
     assert abs(float(again.policy.v_head.summary.bias.detach()) - 5.0) < 0.1
@@ -194,8 +194,8 @@ def test_keyboard_interrupt_keeps_log_and_checkpoint(tiny, prompts, tmp_path):
         if record["iteration"] == 2:
             raise KeyboardInterrupt
 
-    cfg = RLHFConfig(steps=5, batch_size=4, minibatch_size=4, response_len=6, ppo_epochs=1,
-                     log_path=str(tmp_path / "log.jsonl"), save_path=str(tmp_path / "ckpt"),
+    cfg = RLHFConfig(steps=5, batch_size=4, minibatch_size=4, response_len=6, update_epochs=1,
+                     log_path=str(tmp_path / "log.jsonl"), save_dir=str(tmp_path / "ckpt"),
                      progress=False, device="cpu")
     res = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=gold_score,
                      gold_fn=gold_score, prompts=prompts, callback=stop_after_two)
@@ -218,7 +218,7 @@ def test_non_finite_reward_names_the_iteration(tiny, prompts):
             scores[0] = float("nan")
         return scores
 
-    cfg = RLHFConfig(steps=3, batch_size=4, minibatch_size=4, response_len=4, ppo_epochs=1,
+    cfg = RLHFConfig(steps=3, batch_size=4, minibatch_size=4, response_len=4, update_epochs=1,
                      progress=False, device="cpu")
     with pytest.raises(FloatingPointError, match="iteration 2"):
         rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=flaky,
@@ -233,7 +233,7 @@ def test_gpt2_small_shape_two_iterations_at_batch_4(prompts, monkeypatch):
     lm, tok = rlhf.load_policy_and_tokenizer("gpt2", device="cpu")
     assert lm.config.n_layer == 12 and lm.config.n_embd == 768 and lm.config.n_head == 12
     cfg = RLHFConfig(model="gpt2", steps=2, batch_size=4, minibatch_size=4, response_len=6,
-                     ppo_epochs=1, progress=False, device="cpu")
+                     update_epochs=1, progress=False, device="cpu")
     res = rlhf.train(cfg, policy=lm, tokenizer=tok, reward_fn=gold_score, gold_fn=gold_score,
                      prompts=prompts)
     assert len(res.records) == 2
@@ -273,9 +273,9 @@ def test_rlhf_lab_runs_headless(tiny):
     import matplotlib
 
     matplotlib.use("Agg")
-    from ppo_core.widgets import rlhf_lab
+    from ppo_core.course.widgets import rlhf_lab
 
-    lab = rlhf_lab(steps=2, batch_size=4, response_len=6, ppo_epochs=1, reward_fn=gold_score)
+    lab = rlhf_lab(steps=2, batch_size=4, response_len=6, update_epochs=1, reward_fn=gold_score)
     lab.beta.value, lab.clip_eps.value = 0.3, 0.1
     records = lab.run()
     assert records is lab.last_records and len(records) == 2
@@ -302,8 +302,8 @@ def test_adaptive_beta_moves_towards_the_target(tiny, prompts):
     model, tok = tiny
     import copy
 
-    cfg = RLHFConfig(steps=3, batch_size=4, minibatch_size=4, response_len=6, ppo_epochs=2,
-                     lr=1e-3, beta=0.1, target_kl=1e-3, kl_horizon=20, progress=False,
+    cfg = RLHFConfig(steps=3, batch_size=4, minibatch_size=4, response_len=6, update_epochs=2,
+                     lr=1e-3, beta=0.1, kl_target=1e-3, kl_horizon=20, progress=False,
                      device="cpu")
     res = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=gold_score,
                      gold_fn=gold_score, prompts=prompts)
@@ -321,7 +321,7 @@ def test_reference_passed_in_is_left_usable_and_a_frozen_policy_is_refused(tiny,
 
     model, tok = tiny
     ref = copy.deepcopy(model)
-    cfg = RLHFConfig(steps=1, batch_size=4, minibatch_size=4, response_len=4, ppo_epochs=1,
+    cfg = RLHFConfig(steps=1, batch_size=4, minibatch_size=4, response_len=4, update_epochs=1,
                      progress=False, device="cpu")
     rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, ref_model=ref,
                reward_fn=gold_score, gold_fn=gold_score, prompts=prompts)

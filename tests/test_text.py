@@ -1,4 +1,4 @@
-"""The review corpus, prompts, tokenizer and tiny GPT-2 (ppo_core.text).
+"""The review corpus, prompts, tokenizer and tiny GPT-2 (ppo_core.lm.text).
 
 The tiny GPT-2 is built once into the course cache (about a minute the first time) and
 reused; the rebuild and locking tests swap the expensive builder for a copy so that they
@@ -17,8 +17,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from ppo_core import text
-from ppo_core.reward import gold_score
+from ppo_core.lm import cache, models, text
+from ppo_core.lm.reward import gold_score
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +29,12 @@ def corpus():
 @pytest.fixture(scope="module")
 def tiny_path():
     with text.torch_threads(1):
-        return text.tiny_gpt2_path()
+        return models.tiny_gpt2_path()
 
 
 @pytest.fixture(scope="module")
 def policy(tiny_path):
-    return text.load_policy("tiny", device="cpu")
+    return models.load_policy("tiny", device="cpu")
 
 
 def _starts_with(sentence: str, prompt: str) -> bool:
@@ -95,9 +95,9 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="n must"):
         text.build_prompts(641)
     with pytest.raises(ValueError, match="name_or_path"):
-        text.load_policy("")
+        models.load_policy("")
     with pytest.raises(ValueError, match="vocab_size"):
-        text.gpt2_small_config(0)
+        models.gpt2_small_config(0)
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -129,7 +129,7 @@ def test_files_are_safetensors_and_verified(tiny_path):
     names = {p.name for p in tiny_path.iterdir()}
     assert "model.safetensors" in names and "config.json" in names
     assert not any(n.endswith(".bin") for n in names)
-    assert text.verify_artifact(tiny_path)
+    assert cache.verify_artifact(tiny_path)
     info = json.loads((tiny_path / "ppo_course_manifest.json").read_text())
     assert info["val_loss"] < 2.0 and info["train_loss_last"] < info["train_loss_first"] - 4
 
@@ -144,7 +144,7 @@ def test_save_load_gives_identical_logits(policy, tiny_path, tmp_path):
         b = AutoModelForCausalLM.from_pretrained(tiny_path, local_files_only=True).eval()(**x).logits
         model.save_pretrained(tmp_path / "copy")
         tok.save_pretrained(tmp_path / "copy")
-        m2, _ = text.load_policy(str(tmp_path / "copy"), device="cpu")
+        m2, _ = models.load_policy(str(tmp_path / "copy"), device="cpu")
         c = m2(**x).logits
     assert a.shape == (2, x["input_ids"].shape[1], len(tok))
     assert torch.equal(a, b) and torch.equal(a, c)
@@ -185,10 +185,10 @@ def test_samples_read_like_reviews(policy):
 
 
 def test_gpt2_small_spec_has_gpt2_small_shape():
-    spec, cfg = text.gpt2_small_spec(), text.gpt2_small_config(1966)
+    spec, cfg = models.gpt2_small_spec(), models.gpt2_small_config(1966)
     assert (spec.n_layer, spec.n_embd, spec.n_head, spec.n_positions) == \
         (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions)
-    assert spec.key() != text.tiny_gpt2_spec().key()
+    assert spec.key() != models.tiny_gpt2_spec().key()
 
 
 def test_gpt2_small_offline_is_pretrained_on_the_corpus(monkeypatch):
@@ -196,8 +196,8 @@ def test_gpt2_small_offline_is_pretrained_on_the_corpus(monkeypatch):
     `from_pretrained` (fast mode trains only a few steps: the loss must still have fallen
     below that of a uniform guess over the vocabulary)."""
     monkeypatch.setenv("PPO_COURSE_FAST", "1")         # not the 25-minute CPU build
-    path = text.gpt2_small_path()
-    assert text.verify_artifact(path)
+    path = models.gpt2_small_path()
+    assert cache.verify_artifact(path)
     facts = json.loads((path / "ppo_course_manifest.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     assert model.config.n_layer == 12 and model.config.n_embd == 768
@@ -207,7 +207,7 @@ def test_gpt2_small_offline_is_pretrained_on_the_corpus(monkeypatch):
 
 def test_gpt2_small_config_is_124m():
     from transformers import GPT2LMHeadModel
-    cfg = text.gpt2_small_config(50257)
+    cfg = models.gpt2_small_config(50257)
     assert (cfg.n_layer, cfg.n_embd, cfg.n_head) == (12, 768, 12)
     with torch.device("meta"):
         n = GPT2LMHeadModel(cfg).num_parameters()
@@ -217,7 +217,7 @@ def test_gpt2_small_config_is_124m():
 def test_offline_hub_name_fails_with_an_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError):
-        text.load_policy("ppo-course/not-a-cached-model", device="cpu")
+        models.load_policy("ppo-course/not-a-cached-model", device="cpu")
 
 
 # ---------------------------------------------------------------- cache: rebuild and lock
@@ -241,19 +241,19 @@ def fake_builder(monkeypatch, tmp_path, tiny_path):
 
 
 def test_rebuild_after_corruption(fake_builder):
-    path = text.tiny_gpt2_path()
-    assert len(fake_builder) == 1 and text.verify_artifact(path)
-    assert text.tiny_gpt2_path() == path and len(fake_builder) == 1      # cached
+    path = models.tiny_gpt2_path()
+    assert len(fake_builder) == 1 and cache.verify_artifact(path)
+    assert models.tiny_gpt2_path() == path and len(fake_builder) == 1      # cached
     weights = path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])                      # truncated
-    assert not text.verify_artifact(path)
-    assert text.tiny_gpt2_path() == path and len(fake_builder) == 2      # rebuilt
-    assert text.verify_artifact(path)
+    assert not cache.verify_artifact(path)
+    assert models.tiny_gpt2_path() == path and len(fake_builder) == 2      # rebuilt
+    assert cache.verify_artifact(path)
     (path / "ppo_course_manifest.json").unlink()                          # half-written dir
-    text.tiny_gpt2_path()
+    models.tiny_gpt2_path()
     assert len(fake_builder) == 3
     shutil.rmtree(path)                                                   # missing
-    model, _ = text.load_policy("tiny", device="cpu")
+    model, _ = models.load_policy("tiny", device="cpu")
     assert len(fake_builder) == 4 and model.config.n_layer == 4
     assert not list(path.parent.glob(".*tmp-*"))                          # no leftovers
 
@@ -263,7 +263,7 @@ def test_concurrent_callers_build_once(fake_builder):
 
     def worker():
         try:
-            results.append(text.tiny_gpt2_path())
+            results.append(models.tiny_gpt2_path())
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 
@@ -277,7 +277,7 @@ def test_concurrent_callers_build_once(fake_builder):
 
 
 def test_load_policy_dtype_and_mode(tiny_path):
-    model, tok = text.load_policy("tiny", device="cpu", dtype=torch.bfloat16)
+    model, tok = models.load_policy("tiny", device="cpu", dtype=torch.bfloat16)
     assert next(model.parameters()).dtype == torch.bfloat16
     assert not model.training and tok.padding_side == "left"
     assert model.generation_config.pad_token_id == tok.pad_token_id == tok.eos_token_id

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from ppo_core.widgets import bandit_lab, objective_explorer
+from ppo_core.course.widgets import bandit_lab, objective_explorer
 
 
 def _pixels(fig):
@@ -29,7 +29,7 @@ def lab():
 
 
 def test_slider_change_runs_real_training_and_redraws(lab, monkeypatch):
-    import ppo_core.bandits as bandits
+    import ppo_core.trainers.bandits as bandits
     calls = []
     real = bandits.ppo_objective
     monkeypatch.setattr(bandits, "ppo_objective", lambda *a, **k: calls.append(1) or real(*a, **k))

@@ -57,11 +57,11 @@ class Entry:
             self.healthy = not self.planted
 
 
-# ------------------------------------------------------------------ bandit (ppo_core.bandits)
+# ------------------------------------------------------------------ bandit (ppo_core.trainers.bandits)
 
 def _bandit(kind, means, **cfg):
     def run(path):
-        from ppo_core.bandits import BanditPPOConfig, make_bandit, train_bandit_ppo
+        from ppo_core.trainers.bandits import BanditPPOConfig, make_bandit, train_bandit_ppo
         config = BanditPPOConfig(**cfg)
         train_bandit_ppo(make_bandit(kind, means, 1.0), config, log_path=path)
         return {"bandit": kind, "means": list(means), **asdict(config)}
@@ -70,11 +70,11 @@ def _bandit(kind, means, **cfg):
 
 TEN_ARMS = tuple(round(i / 9, 4) for i in range(10))      # Gaussian arms 0, 1/9, ..., 1
 
-# ------------------------------------------------------------------ CartPole (ppo_core.cartpole)
+# ------------------------------------------------------------------ CartPole (ppo_core.trainers.cartpole)
 
 def _cartpole(**cfg):
     def run(path):
-        from ppo_core.cartpole import CartPoleConfig, TrainingDiverged, train
+        from ppo_core.trainers.cartpole import CartPoleConfig, TrainingDiverged, train
         config = CartPoleConfig(eval_every=8192, eval_episodes=10, log_path=str(path), **cfg)
         try:
             train(config)
@@ -86,14 +86,14 @@ def _cartpole(**cfg):
     return run
 
 
-# ------------------------------------------------------------------ RLHF (ppo_core.rlhf)
+# ------------------------------------------------------------------ RLHF (ppo_core.trainers.rlhf)
 
 def _rlhf(fault: str | None = None, **cfg):
-    """RLHF on the tiny GPT-2 (`ppo_core.rlhf.train`), with one of `ppo_core.faults.FAULTS`
+    """RLHF on the tiny GPT-2 (`ppo_core.trainers.rlhf.train`), with one of `ppo_core.course.faults.FAULTS`
     planted ("unfrozen_reference", "stale_sampler", ...) or none."""
     def run(path):
-        from ppo_core.faults import train_with_fault
-        from ppo_core.rlhf import RLHFConfig
+        from ppo_core.course.faults import train_with_fault
+        from ppo_core.trainers.rlhf import RLHFConfig
         config = RLHFConfig(log_path=str(path), progress=False, **cfg)
         train_with_fault(fault, config)
         d = asdict(config)
