@@ -56,7 +56,9 @@ def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None):
         loss    = −L^CLIP
 
     For Â > 0 the objective stops rewarding r above 1+ε; for Â < 0 it stops rewarding r
-    below 1−ε. Where the clipped branch is the minimum, the gradient is exactly zero.
+    below 1−ε. Where the clipped branch is the minimum, the gradient is exactly zero. This
+    removes the *incentive* to move r further; it does not bound r: one large step can
+    still land far outside [1−ε, 1+ε], and nothing pulls it back.
 
     Args:
         logp: `(*)` log π_θ(a|s), requires grad.
@@ -148,6 +150,14 @@ def kl_estimate(logp, ref_logp, kind: str = "k1") -> torch.Tensor:
 
     All three are exactly 0 where the two log-probabilities are equal.
 
+    Unbiased *values* are not unbiased *gradients*. Differentiated through logp with the
+    samples held fixed (a KL term in the loss), on-policy, the expected gradients are
+        k1:  0                                  (E_π[∇log π] = 0: no gradient at all)
+        k2:  ∇ KL(π‖π_ref)                      (∇k2 = k1·∇log π, the score-function form)
+        k3:  ∇ KL(π_ref‖π)                      (the *reverse* KL; GRPO's choice)
+    while k1 used as a *reward* (RLHF: r_t = −β·k1_t), whose gradient the policy gradient
+    E_π[k1·∇log π] carries, gives ∇ KL(π‖π_ref). Chapter 02 checks all four exactly.
+
     Args:
         logp: `(*)` log π(a|s) of the sampled actions.
         ref_logp: `(*)` log π_ref(a|s) of the same actions.
@@ -178,12 +188,14 @@ def _kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str) -> torch
     return torch.expm1(d) - d                                          # (e^d − 1) − d ≥ 0
 
 
-def kl_penalty(logp, ref_logp, beta, kind: str = "k1", mask=None) -> torch.Tensor:
+def kl_penalty(logp, ref_logp, beta, kind: str = "k2", mask=None) -> torch.Tensor:
     """β times the (masked) mean KL estimate: the soft penalty of the composite objective.
 
         penalty = β · mean_m( k(logp, ref_logp) )
 
-    Returns a 0-dim tensor (a loss term to *add*). β ≥ 0.
+    Returns a 0-dim tensor (a loss term to *add*). β ≥ 0. The default is k2 because this is
+    a *loss* term: k2's gradient is ∇KL(π‖π_ref) on-policy, while k1's expected gradient is
+    zero and k3's is that of the reverse KL(π_ref‖π) (see `kl_estimate`).
     """
     b = non_negative(beta, "beta")
     est = kl_estimate(logp, ref_logp, kind)
@@ -279,7 +291,7 @@ def categorical_kl_from_logp(logp_p: torch.Tensor, logp_q: torch.Tensor) -> torc
 
 
 def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
-                  ref_logp=None, beta=0.0, kl_kind: str = "k3", kl=None,
+                  ref_logp=None, beta=0.0, kl_kind: str = "k2", kl=None,
                   values=None, old_values=None, returns=None, value_clip_eps=None,
                   vf_coef: float = 0.5, entropy=None, ent_coef: float = 0.0):
     """The course's composite PPO objective, as one loss to minimise.
@@ -287,16 +299,30 @@ def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
         J(θ)  = E[ min(r·Â, clip(r, 1−ε, 1+ε)·Â) ]  −  β·KL(π_θ‖π_ref)
         loss  = −J(θ)  +  c_v·L^V  −  c_H·H(π_θ)
 
-    The clip is a hard, per-sample limit on how far one update can push r(θ); the KL term
-    is a soft cost, over all samples, on drifting from π_ref. Chapter 02 shows why PPO for
-    language models uses both.
+    The clip removes, per sample, the incentive to push r(θ) beyond [1−ε, 1+ε] (it does not
+    bound r); the KL term is a soft cost, over all samples, on drifting from π_ref. Chapter
+    02 shows why PPO for language models uses both.
+
+    Every trainer calls this function, with different terms switched on:
+        bandit (ch. 01–02): β·KL with the KL exact over the arms (`kl=`);
+        CartPole (ch. 03):  β = 0 by default (clip, value loss, entropy); with β > 0 the exact
+                            KL over the actions, to π_old or to the initial policy (`kl=`);
+        RLHF (ch. 05):      β = 0 here: the KL is in the per-token *reward*, r_t = −β·k1_t
+                            (`ppo_core.rlhf.token_rewards`), so it reaches the policy through
+                            the advantages.
 
     Args:
         logp, old_logp, advantages, clip_eps, mask: as in `clipped_surrogate`
             (clip_eps=None turns the clip off).
         ref_logp: `(*)` log π_ref of the sampled actions; with β > 0 the penalty uses the
-            `kl_kind` estimator ("k1", "k2", "k3") on these samples.
+            `kl_kind` estimator on these samples.
         beta: β ≥ 0. With β = 0 no reference is needed.
+        kl_kind: "k2" (default), "k1" or "k3". The estimate is differentiated as a loss
+            term, samples held fixed, so its *gradient* is what matters: k2 gives
+            ∇KL(π_θ‖π_ref) on-policy; k1 gives zero in expectation; k3 (GRPO's choice) gives
+            ∇KL(π_ref‖π_θ), the reverse direction, though its value is unbiased for
+            KL(π_θ‖π_ref). With β = 0 it only sets how `kl_ref` is measured (k2 is then
+            biased: ½·E[d²], close to the KL only while π_θ is close to π_ref).
         kl: optional `(*)` per-sample KL(π_θ‖π_ref) computed exactly (e.g. summed over a
             small action set); used instead of the estimator when given.
         values, old_values, returns, value_clip_eps, vf_coef: the value loss (optional).

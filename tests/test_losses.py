@@ -133,6 +133,56 @@ def test_kl_penalty_is_beta_times_masked_mean():
     assert kl_penalty(logp, ref, 0.3, "k2", mask).item() == pytest.approx(expected.item())
 
 
+# ---- KL gradients: where the estimate goes decides which KL's gradient it gives -----------
+# Exact expectations over a small categorical (a sum weighted by π, no sampling), checked
+# against autograd on the exact KLs in both directions (chapter 02, section 3).
+
+def _policy_and_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(6, generator=g, dtype=torch.float64).requires_grad_(True)
+    ref = torch.log_softmax(torch.randn(6, generator=g, dtype=torch.float64), 0)
+    return theta, ref
+
+
+def _grad(f, theta):
+    return torch.autograd.grad(f, theta, retain_graph=True)[0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kl_placement_gradients_are_exact(seed):
+    theta, ref = _policy_and_reference(seed)
+    lp = torch.log_softmax(theta, 0)
+    pi = lp.exp().detach()                                          # weights held fixed
+    fwd = _grad((lp.exp() * (lp - ref)).sum(), theta)               # ∇ KL(π‖π_ref)
+    rev = _grad((ref.exp() * (ref - lp)).sum(), theta)              # ∇ KL(π_ref‖π)
+    k = {kind: kl_estimate(lp, ref, kind) for kind in ("k1", "k2", "k3")}
+    in_reward = _grad((pi * k["k1"].detach() * lp).sum(), theta)    # E[k1·∇log π]
+    assert torch.allclose(in_reward, fwd, atol=1e-12)
+    assert torch.allclose(_grad((pi * k["k2"]).sum(), theta), fwd, atol=1e-12)
+    assert torch.allclose(_grad((pi * k["k3"]).sum(), theta), rev, atol=1e-12)
+    assert torch.allclose(_grad((pi * k["k1"]).sum(), theta), torch.zeros(6, dtype=torch.float64),
+                          atol=1e-12)
+    assert (fwd - rev).abs().max() > 1e-3                           # the directions differ
+
+
+@pytest.mark.parametrize("kind,target", [(None, "forward"), ("k2", "forward"),
+                                         ("k3", "reverse"), ("k1", "zero")])
+def test_ppo_objective_kl_gradient_on_policy(kind, target):
+    # π = (0.1, 0.2, 0.3, 0.4): a batch holding action a exactly 10·π(a) times makes the
+    # batch mean an exact expectation under π. On-policy (old = logp), zero advantages.
+    theta = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64).log().requires_grad_(True)
+    ref = torch.log_softmax(torch.tensor([0.5, -0.3, 0.2, 0.0], dtype=torch.float64), 0)
+    actions = torch.repeat_interleave(torch.arange(4), torch.tensor([1, 2, 3, 4]))
+    lp = torch.log_softmax(theta, 0)
+    kw = {} if kind is None else {"kl_kind": kind}
+    loss, _ = ppo_objective(lp[actions], lp[actions].detach(), torch.zeros(10, dtype=torch.float64),
+                            0.2, ref_logp=ref[actions], beta=1.0, **kw)
+    want = {"forward": _grad((lp.exp() * (lp - ref)).sum(), theta),
+            "reverse": _grad((ref.exp() * (ref - lp)).sum(), theta),
+            "zero": torch.zeros(4, dtype=torch.float64)}[target]
+    assert torch.allclose(_grad(loss, theta), want, atol=1e-12)
+
+
 # ---- value loss, entropy, composite -------------------------------------------------------
 
 def test_value_loss_plain_and_clipped():

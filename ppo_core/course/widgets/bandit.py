@@ -219,7 +219,7 @@ class BanditLab(_Lab):
         if diverged(records):
             causes = []
             if cfg.clip_eps is None:
-                causes.append("with the clip off, nothing bounds the ratio r(θ) on a rare arm")
+                causes.append("with the clip off, nothing removes the incentive to raise r(θ) on a rare arm")
             if cfg.beta > 0:
                 causes.append(f"the KL penalty's own gradient is never clipped and β·lr = "
                               f"{cfg.beta * cfg.lr:.3g} overshoots")
