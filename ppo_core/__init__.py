@@ -25,12 +25,6 @@ import os as _os
 from pathlib import Path as _Path
 
 
-def fast_mode() -> bool:
-    """True when `PPO_COURSE_FAST=1` (set by the test command): chapters shrink their work
-    so that nbval runs the whole course within the CI budget, and still assert learning."""
-    return _os.environ.get("PPO_COURSE_FAST", "0") not in ("", "0", "false", "False")
-
-
 def cache_dir() -> _Path:
     """Where built artefacts (tokenizer, tiny GPT-2, reward model) live: `$PPO_COURSE_CACHE`,
     else `.cache/ppo_course` in the repository. Created on first use."""

@@ -227,8 +227,12 @@ def test_non_finite_reward_names_the_iteration(tiny, prompts):
 
 def test_gpt2_small_shape_two_iterations_at_batch_4(prompts, monkeypatch):
     """The `--model gpt2` path offline: GPT-2 small's architecture pre-trained on the corpus
-    (in fast mode only a few steps) and loaded with `from_pretrained`."""
-    monkeypatch.setenv("PPO_COURSE_FAST", "1")         # not the 25-minute CPU build
+    (here only a few steps) and loaded with `from_pretrained`."""
+    from ppo_core.lm import models
+
+    small = models.gpt2_small_spec
+    monkeypatch.setattr(models, "gpt2_small_spec",     # not the 25-minute CPU build
+                        lambda: small(steps=4, batch_size=4))
     torch.manual_seed(0)
     lm, tok = rlhf.load_policy_and_tokenizer("gpt2", device="cpu")
     assert lm.config.n_layer == 12 and lm.config.n_embd == 768 and lm.config.n_head == 12

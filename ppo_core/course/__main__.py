@@ -61,14 +61,34 @@ def ensure_env() -> Path:
     return py
 
 
+LAB_SETTINGS = {
+    # no "Would you like to get notified about official Jupyter news?" toast over chapter 01
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                    "checkForUpdates": False},
+}
+
+
+def _lab_settings() -> None:
+    """JupyterLab settings overrides for the course's environment (its own share/ folder,
+    so nothing of the user's JupyterLab elsewhere changes)."""
+    import json
+
+    folder = VENV / "share" / "jupyter" / "lab" / "settings"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "overrides.json").write_text(json.dumps(LAB_SETTINGS, indent=1))
+
+
 def lab(args) -> int:
     py = ensure_env()
-    cmd = [py, "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT}"]
+    _lab_settings()
+    cmd = [py, "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT}",
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     args = list(args)
     if not any(a.endswith(".ipynb") or (ROOT / a).is_dir() for a in args):   # no notebook named
-        args.append("chapters/01_bandits_and_policy_gradients.ipynb")
+        # the URL JupyterLab prints (and opens) is chapter 01's, not the start page
+        cmd.append("--LabApp.default_url=/lab/tree/chapters/01_bandits_and_policy_gradients.ipynb")
     cmd += args
     print("+", " ".join(map(str, cmd)), flush=True)
     return subprocess.call([str(c) for c in cmd], cwd=ROOT)
@@ -77,7 +97,7 @@ def lab(args) -> int:
 def test(args) -> int:
     py = ensure_env()
     # one build thread: the cached models come out the same whatever else the machine runs
-    env = dict(os.environ, PPO_COURSE_FAST="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                MPLBACKEND="Agg", PYTHONHASHSEED="0", PPO_COURSE_BUILD_THREADS="1")
     # with no arguments: every unit test and every notebook; otherwise pytest's own arguments
     targets = list(args) or ["tests", "chapters", "exercises"]

@@ -20,7 +20,6 @@ Shapes: `B` batch, `T` tokens, `V` vocabulary.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import time
@@ -63,27 +62,22 @@ class GPT2Spec:
 
 
 def tiny_gpt2_spec() -> GPT2Spec:
-    """The spec used by `tiny_gpt2_path()`: a shorter pre-training in fast mode
-    (`PPO_COURSE_FAST=1`), a longer one otherwise. The two are cached separately."""
-    from .. import fast_mode
-
-    return GPT2Spec() if fast_mode() else GPT2Spec(steps=1500)
+    """The spec of `tiny_gpt2_path()`: the course's one tiny GPT-2 (4 layers, d_model 128,
+    400 steps of 64 sentences; about a minute on two CPU cores)."""
+    return GPT2Spec()
 
 
-def gpt2_small_spec() -> GPT2Spec:
+def gpt2_small_spec(steps: int = 500, batch_size: int = 32) -> GPT2Spec:
     """GPT-2 small's architecture (`gpt2_small_config`: 12 layers, d_model 768, 12 heads,
     context 1024; 87M parameters with the course's vocabulary) pre-trained on the corpus:
     what `--model gpt2` means when no hub is reachable. 500 steps of 32 sentences: about
     25 minutes on the CPU (measured), far less on a GPU (not measured yet). It reached a
-    validation loss of 1.435 nats per token, the tiny model's 1.439. In fast mode (the test suite)
-    only 4 steps of 4 sentences: the build → save → `from_pretrained` path, not a useful
-    model."""
-    from .. import fast_mode
-
+    validation loss of 1.435 nats per token, the tiny model's 1.439. The tests build it with
+    a few steps (`steps=4, batch_size=4`): the same build → save → `from_pretrained` path,
+    not a useful model."""
     shape = gpt2_small_config(1)
-    small = GPT2Spec(n_positions=shape.n_positions, n_embd=shape.n_embd, n_layer=shape.n_layer,
-                     n_head=shape.n_head, steps=500, batch_size=32, lr=5e-4)
-    return dataclasses.replace(small, steps=4, batch_size=4) if fast_mode() else small
+    return GPT2Spec(n_positions=shape.n_positions, n_embd=shape.n_embd, n_layer=shape.n_layer,
+                    n_head=shape.n_head, steps=steps, batch_size=batch_size, lr=5e-4)
 
 
 def _build_tiny_gpt2(out_dir: Path, spec: GPT2Spec) -> dict:

@@ -283,15 +283,11 @@ class RewardSpec:
 
 
 def reward_spec(bias: str | None = None) -> RewardSpec:
-    """The spec used by `reward_model_path(bias)` (fast mode trains on fewer pairs)."""
-    from .. import fast_mode
+    """The spec used by `reward_model_path(bias)`."""
     from .models import tiny_gpt2_spec
     if bias not in BIASES:
         raise ValueError(f"bias must be one of {BIASES}, got {bias!r}")
-    key = tiny_gpt2_spec().key()
-    if fast_mode():
-        return RewardSpec(bias=bias, policy_key=key)
-    return RewardSpec(bias=bias, policy_key=key, n_train_texts=8000, steps=250)
+    return RewardSpec(bias=bias, policy_key=tiny_gpt2_spec().key())
 
 
 def _vary(text: str, r: random.Random) -> str:

@@ -15,7 +15,6 @@ import html
 
 import matplotlib.pyplot as plt
 
-from ... import fast_mode
 from ...lm import models, reward, text
 from ..plots import plot_runs
 from ...trainers.rlhf import RLHFConfig, train
@@ -77,7 +76,7 @@ class RLHFLab:
         self.device, self.seed = device, seed
         self.iterations = W.IntSlider(min=1, max=_MAX_STEPS, step=1, description="iterations",
                                       continuous_update=False)
-        self.steps = steps if steps is not None else (6 if fast_mode() else 10)   # checked
+        self.steps = steps if steps is not None else 6   # checked
         rates = tuple(sorted(set(_LEARNING_RATES) | {float(lr)}))
         self.learning_rate = W.SelectionSlider(options=[(f"{r:g}", r) for r in rates],
                                                value=float(lr), description="lr",
