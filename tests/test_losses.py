@@ -163,6 +163,11 @@ def test_kl_placement_gradients_are_exact(seed):
     assert torch.allclose(_grad((pi * k["k1"]).sum(), theta), torch.zeros(6, dtype=torch.float64),
                           atol=1e-12)
     assert (fwd - rev).abs().max() > 1e-3                           # the directions differ
+    # k2 or k3 in the *reward* (score function, E[k·∇log π]) is biased: k3 gives fwd − rev
+    k3_in_reward = _grad((pi * k["k3"].detach() * lp).sum(), theta)
+    assert torch.allclose(k3_in_reward, fwd - rev, atol=1e-12)
+    k2_in_reward = _grad((pi * k["k2"].detach() * lp).sum(), theta)
+    assert (k2_in_reward - fwd).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("kind,target", [(None, "forward"), ("k2", "forward"),

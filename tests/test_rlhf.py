@@ -335,3 +335,90 @@ def test_reference_passed_in_is_left_usable_and_a_frozen_policy_is_refused(tiny,
     with pytest.raises(ValueError, match="no trainable parameter"):
         rlhf.train(cfg, policy=frozen, tokenizer=tok, ref_model=ref, reward_fn=gold_score,
                    gold_fn=gold_score, prompts=prompts)
+
+
+# ---- the RLHF references' implementation details (issue 15) ----------------------------------
+
+def test_kl_estimators_other_than_k1_are_refused_in_the_reward():
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    lp = torch.zeros(2, 3)
+    for kind in ("k2", "k3"):
+        with pytest.raises(ValueError, match="biased"):
+            token_rewards(torch.zeros(2), lp, lp, mask, 0.1, kind)
+        with pytest.raises(ValueError, match="k1"):
+            RLHFConfig(kl_estimator=kind)
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+def test_recomputed_logprobs_equal_sampling_logprobs_at_other_temperatures(tiny, prompts,
+                                                                           temperature):
+    model, tok = tiny
+    torch.manual_seed(1)
+    ro = sample_responses(model, tok, prompts[:8], max_new_tokens=10, temperature=temperature,
+                          return_sampling_logprobs=True)
+    lp = sequence_logprobs(model, ro.input_ids, ro.attention_mask, ro.n_prompt, temperature)["logp"]
+    assert (lp - ro.sampling_logprobs)[ro.mask].abs().max() < 1e-4
+    other = sequence_logprobs(model, ro.input_ids, ro.attention_mask, ro.n_prompt)["logp"]
+    assert (other - ro.sampling_logprobs)[ro.mask].abs().max() > 1e-2   # T matters
+
+
+def _one_step_config(**kw):
+    return RLHFConfig(**dict(dict(steps=1, batch_size=4, minibatch_size=4, response_len=6,
+                                  update_epochs=1, progress=False, device="cpu"), **kw))
+
+
+def test_a_policy_with_dropout_in_train_mode_starts_at_ratio_one(prompts):
+    """Handed over in train mode with dropout 0.1, the policy is scored with dropout off:
+    the ratio is exactly 1 at the first (and here only) gradient step."""
+    from transformers import AutoModelForCausalLM
+
+    from ppo_core.lm import models
+
+    path = models.tiny_gpt2_path()
+    lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, resid_pdrop=0.1,
+                                              embd_pdrop=0.1, attn_pdrop=0.1)
+    _, tok = models.load_policy("tiny", device="cpu")
+    lm.train()
+    res = rlhf.train(_one_step_config(), policy=lm, tokenizer=tok, reward_fn=gold_score,
+                     gold_fn=gold_score, prompts=prompts)
+    rec = res.records[0]
+    assert rec["losses/approx_kl"] == 0.0 and rec["losses/clipfrac"] == 0.0
+    assert rec["losses/ratio_max"] == 1.0
+
+
+def test_missing_eos_penalty_lowers_the_score_of_cut_responses(tiny, prompts):
+    model, tok = tiny
+    import copy
+
+    flat = lambda texts: torch.zeros(len(texts))                          # noqa: E731
+    runs = {}
+    for penalty in (None, 2.0):
+        torch.manual_seed(0)
+        cfg = _one_step_config(response_len=3, missing_eos_penalty=penalty, seed=3)
+        runs[penalty] = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok,
+                                   reward_fn=flat, gold_fn=flat, prompts=prompts).records[0]
+    cut = 1.0 - runs[2.0]["charts/eos_fraction"]
+    assert runs[None]["charts/eos_fraction"] == runs[2.0]["charts/eos_fraction"] < 1.0
+    assert runs[None]["objective/proxy_reward"] == 0.0
+    assert runs[2.0]["objective/proxy_reward"] == pytest.approx(-2.0 * cut)
+
+
+def test_adam_eps_and_linear_lr_decay(tiny, prompts):
+    model, tok = tiny
+    import copy
+
+    cfg = _one_step_config(steps=2, anneal_lr=True, lr=1e-4)
+    res = rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=gold_score,
+                     gold_fn=gold_score, prompts=prompts)
+    assert [r["charts/learning_rate"] for r in res.records] == pytest.approx([1e-4, 5e-5])
+    assert RLHFConfig().adam_eps == 1e-5
+    assert "objective/proxy_reward_std" in res.records[0]
+
+
+def test_the_value_head_starts_at_zero(tiny):
+    from ppo_core.value_head import CausalLMWithValueHead
+
+    model, tok = tiny
+    x = tok(["The battery life"], return_tensors="pt")
+    _, values = CausalLMWithValueHead(model)(x["input_ids"], x["attention_mask"], return_values=True)
+    assert torch.equal(values, torch.zeros_like(values))

@@ -90,8 +90,12 @@ class RLHFConfig(TrainerConfig):
                                   "stays fixed)")
     kl_horizon: float = arg(10_000, "adaptive β: the controller's horizon in episodes "
                             "(Ziegler et al. 2019)")
-    kl_estimator: str = arg("k1", "per-token KL estimate in the reward: k1 (log-ratio), k2 or k3",
-                            choices=("k1", "k2", "k3"))
+    kl_estimator: str = arg("k1", "per-token KL estimate in the reward: k1 (the log-ratio), the "
+                            "only one whose score-function gradient is ∇KL(π‖π_ref)",
+                            choices=("k1",))
+    missing_eos_penalty: float | None = arg(None, "subtract this from R of every response cut at "
+                                            "response_len without an EOS (TRL's "
+                                            "missing_eos_penalty; none: no penalty)")
     gamma: float = arg(1.0, "γ: discount over tokens")
     gae_lambda: float = arg(0.95, "λ: GAE parameter over tokens")
     whiten_advantages: bool = arg(True, "standardise advantages over the response tokens of "
@@ -99,6 +103,9 @@ class RLHFConfig(TrainerConfig):
     temperature: float = arg(1.0, "sampling temperature; the policy trained is "
                              "softmax(logits / temperature)")
     max_grad_norm: float = arg(1.0, "gradient-norm clip per step")
+    adam_eps: float = arg(1e-5, "Adam's ε (1e-5 as in lm-human-preferences, TRL and CleanRL, "
+                          "not PyTorch's 1e-8)")
+    anneal_lr: bool = arg(False, "decay the learning rate linearly to 0 over the steps")
     target_kl: float | None = arg(None, "stop an iteration's epochs once approx_kl (old‖new, per "
                                   "token) exceeds this (none: never)")
     n_prompts: int = arg(256, "size of the prompt pool that batches are drawn from")
@@ -146,8 +153,10 @@ class RLHFConfig(TrainerConfig):
         if self.kl_target is not None and self.beta <= 0:
             raise ValueError(f"adaptive β (kl_target={self.kl_target}) needs beta > 0, got "
                              f"{self.beta!r}")
-        if self.kl_estimator not in ("k1", "k2", "k3"):
-            raise ValueError(f"kl_estimator must be 'k1', 'k2' or 'k3', got {self.kl_estimator!r}")
+        if self.kl_estimator != "k1":
+            raise ValueError(KL_IN_REWARD_ERROR.format(kind=self.kl_estimator))
+        positive_finite(self.missing_eos_penalty, "missing_eos_penalty", allow_none=True)
+        positive_finite(self.adam_eps, "adam_eps")
         unit_interval(self.gamma, "gamma")
         unit_interval(self.gae_lambda, "gae_lambda")
         positive_finite(self.temperature, "temperature")
@@ -176,6 +185,12 @@ class RLHFConfig(TrainerConfig):
         """Gradient steps per epoch."""
         return self.batch_size // self.minibatch_size
 
+
+KL_IN_REWARD_ERROR = (
+    "kl_estimator={kind!r} in the reward: the per-token reward −β·k_t is optimised by the "
+    "score function, whose expected gradient E[k·∇log π] is ∇KL(π‖π_ref) only for k = k1; "
+    "k2 and k3 there give biased gradients (k3: ∇KL(π‖π_ref) − ∇KL(π_ref‖π)). Use k1 in the "
+    "reward; k2 (or k3, the reverse direction) belong in the loss (ppo_objective's kl_kind).")
 
 MAX_CLIP_EPS = 10.0
 """The widest clip range accepted: ratios beyond e^±10 are clipped by the log-ratio bound
@@ -501,6 +516,8 @@ def token_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: to
         raise ValueError(f"scores must have shape ({mask.shape[0]},), one per response, "
                          f"got {tuple(scores.shape)}")
     mask = mask.bool()
+    if kl_estimator != "k1":
+        raise ValueError(KL_IN_REWARD_ERROR.format(kind=kl_estimator))
     kl = kl_estimate(logprobs, ref_logprobs, kl_estimator)               # (B, T)
     kl = torch.where(mask, kl, torch.zeros_like(kl))
     last = mask.long().sum(dim=1) - 1                                    # T_b − 1, (B,)
@@ -663,7 +680,8 @@ def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _S
     if len(prompts) < 1:
         raise ValueError("prompts must not be empty")
     trainable = [p for p in policy.parameters() if p.requires_grad]
-    st = _State(policy, ref_model, tokenizer, torch.optim.Adam(trainable, lr=cfg.lr),
+    st = _State(policy, ref_model, tokenizer,
+                torch.optim.Adam(trainable, lr=cfg.lr, eps=cfg.adam_eps),
                 make_kl_controller(cfg.beta, cfg.kl_target, cfg.kl_horizon),
                 torch.Generator().manual_seed(cfg.seed), reward_fn, gold_fn, list(prompts),
                 device, cfg.uses_bf16(device))
@@ -745,6 +763,8 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
     device, bf16 = st.device, st.bf16
     sync(device)
     t0 = time.perf_counter()
+    if cfg.anneal_lr:                                   # linear decay to 0 over the steps
+        st.optimizer.param_groups[0]["lr"] = cfg.lr * (1.0 - (it - 1) / cfg.steps)
     # ---- 1. roll out ---------------------------------------------------------------------
     idx = torch.randperm(len(st.prompts), generator=st.gen)[:cfg.batch_size]
     if len(idx) < cfg.batch_size:                       # small pool: draw with replacement
@@ -760,6 +780,9 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
         if not bool(torch.isfinite(t).all()):
             raise TrainingDiverged(f"{name} returned non-finite scores "
                                    f"{t[~torch.isfinite(t)][:3].tolist()}")
+    ended = (ro.response_ids == st.tokenizer.eos_token_id).any(dim=1)          # (B,) EOS sampled
+    if cfg.missing_eos_penalty is not None:           # cut at the length limit: not an ending
+        ro.scores = torch.where(ended, ro.scores, ro.scores - cfg.missing_eos_penalty)
     sync(device)
     t_score = time.perf_counter()
     # ---- 3. per-token reward and 4. GAE over tokens ---------------------------------------
@@ -788,12 +811,15 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
         "iteration": it, "episodes": st.episodes,
         "objective/kl": float(seq_kl.mean()), "objective/kl_per_token": float(masked_mean(kl, mask)),
         "objective/beta": beta, "objective/proxy_reward": float(ro.scores.mean()),
+        "objective/proxy_reward_std": float(ro.scores.std()) if len(ro.scores) > 1 else 0.0,
         "objective/gold_reward": float(ro.gold.mean()),
         "objective/rlhf_reward": float((ro.scores - beta * seq_kl).mean()),
         **losses_record(stats), "losses/value_loss": mean.get("value_loss", 0.0),
         "losses/value_clipfrac": mean.get("value_clipfrac", 0.0),
         "losses/explained_variance": explained_variance(returns[mask], old_values[mask]),
         "charts/response_length": n_tokens / cfg.batch_size, "charts/gradient_steps": stats.steps,
+        "charts/eos_fraction": float(ended.float().mean()),
+        "charts/learning_rate": st.optimizer.param_groups[0]["lr"],
         "perf/generate_s": t_gen - t0, "perf/score_s": t_score - t_gen,
         "perf/update_s": t_update - t_score, "perf/iteration_s": dt,
         "perf/episodes_per_second": cfg.batch_size / dt, "perf/tokens_per_second": n_tokens / dt,
