@@ -308,7 +308,7 @@ def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
         CartPole (ch. 03):  β = 0 by default (clip, value loss, entropy); with β > 0 the exact
                             KL over the actions, to π_old or to the initial policy (`kl=`);
         RLHF (ch. 05):      β = 0 here: the KL is in the per-token *reward*, r_t = −β·k1_t
-                            (`ppo_core.rlhf.token_rewards`), so it reaches the policy through
+                            (`ppo_core.trainers.rlhf.token_rewards`), so it reaches the policy through
                             the advantages.
 
     Args:

@@ -1,7 +1,7 @@
 """One metrics format everywhere: a JSON object per iteration in a JSONL file.
 
 Keys are namespaced as CleanRL and TRL do (`charts/episodic_return`, `losses/approx_kl`,
-`objective/kl`, ...; DESIGN.md lists them). Trainers write through `MetricsLog`, which
+`objective/kl`, ...; the README lists them). Trainers write through `MetricsLog`, which
 flushes every line, so an interrupted run keeps everything it logged; `read_log` gives the
 records back for plots and for `ppo_core.diagnostics`.
 """

@@ -9,7 +9,7 @@ that *precedes* token t, so the policy and the critic share one backbone:
     π(·|x_{≤t}) = softmax(lm_head(h_t))  (B, T, V)
 
 Alignment, spelled out: the logits and the value at position t belong to the state
-x_{≤t} and score the token at position t+1 (see `ppo_core.rlhf.sequence_logprobs`).
+x_{≤t} and score the token at position t+1 (see `ppo_core.trainers.rlhf.sequence_logprobs`).
 
 `CausalLMWithValueHead` wraps *any* `AutoModelForCausalLM` (GPT-2, Llama, GPT-NeoX, ...):
 it asks the model for `output_hidden_states` and reads the last one, instead of reaching

@@ -259,7 +259,7 @@ def test_config_rejects_bad_values():
 
 
 def test_cli_help_documents_every_flag():
-    parser = rlhf.build_parser()
+    parser = rlhf.cli_parser()
     for action in parser._actions:
         assert action.help and len(action.help) > 5, action.option_strings
     for flag in ("--model", "--beta", "--clip-eps", "--steps", "--log", "--save"):
@@ -268,7 +268,9 @@ def test_cli_help_documents_every_flag():
                          capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert out.returncode == 0 and "--clip-eps" in out.stdout and "--target-kl" in out.stdout
-    cfg = rlhf.config_from_args(rlhf.RLHFConfig, parser.parse_args(
+    from ppo_core.trainers.config import config_from_args
+
+    cfg = config_from_args(rlhf.RLHFConfig, parser.parse_args(
         ["--beta", "0.2", "--clip-eps", "0.1", "--steps", "3", "--reward-bias", "exclamation"]))
     assert (cfg.beta, cfg.clip_eps, cfg.steps, cfg.reward_bias) == (0.2, 0.1, 3, "exclamation")
 

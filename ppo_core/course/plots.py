@@ -3,7 +3,7 @@
 Every function draws on axes it is given (or makes its own figure) and returns the
 `matplotlib.figure.Figure`, so a chapter can `fig.savefig(...)` and a widget can redraw
 into an `Output`. Inputs are the metrics records every trainer returns (one dict per
-iteration, DESIGN.md's namespaced keys), so the same plot serves a live run and a JSONL log.
+iteration, the README's namespaced keys), so the same plot serves a live run and a JSONL log.
 
 Contents (add new figures at the end, under a heading naming their chapter):
     series                      one key of a list of records as a float array (NaN if missing)

@@ -1,7 +1,7 @@
 """Read a metrics log, name the training failure, cite the iterations, suggest a fix (ch. 06).
 
 `diagnose(log)` runs one detector per failure signature on the records of a JSONL log
-(`ppo_core.metrics.read_log`, keys as in DESIGN.md) and returns a list of `Finding`s:
+(`ppo_core.metrics.read_log`, keys as in the README) and returns a list of `Finding`s:
 
     name               what it looks like in the log
     non_finite         a NaN/inf value, or the trainer's own `*/diverged` flag

@@ -209,13 +209,13 @@ def gradient_variance(bandit, logits, batch_size: int = 16, n_batches: int = 200
 
 @dataclass
 class BanditPPOConfig(TrainerConfig):
-    """Bandit PPO (and, with epochs=1 and clip_eps=None, REINFORCE). One typed config."""
+    """Bandit PPO (and, with update_epochs=1 and clip_eps=None, REINFORCE). One typed config."""
 
     updates: int = arg(40, "number of batches collected (one policy update of several epochs "
                            "each)")
     batch_size: int = arg(64, "B: arm pulls per batch")
-    epochs: int = arg(4, "full-batch gradient steps on each batch (1 = on-policy REINFORCE-like "
-                         "update)")
+    update_epochs: int = arg(4, "K: full-batch gradient steps on each batch (1 = an on-policy, "
+                                "REINFORCE-like update)")
     lr: float = arg(0.5, "step size on the logits θ")
     optimizer: str = arg("sgd", "'sgd' (the step is lr × gradient, easy to reason about) or "
                                 "'adam'")
@@ -238,7 +238,7 @@ class BanditPPOConfig(TrainerConfig):
                                      "non-finite")
 
     def validate(self) -> None:
-        for name in ("updates", "batch_size", "epochs", "n_seeds"):
+        for name in ("updates", "batch_size", "update_epochs", "n_seeds"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
@@ -300,14 +300,14 @@ def train_bandit_ppo(bandit, cfg: BanditPPOConfig = BanditPPOConfig(), log_path=
     """Train a softmax policy on `bandit` with PPO's composite objective; return the records.
 
     Per update (CleanRL's order): sample B arms from π_θ_old, pull them, Â = R − mean(R);
-    then `epochs` full-batch steps on
+    then `update_epochs` full-batch steps on
 
         J(θ) = E[ min(r(θ)Â, clip(r(θ), 1−ε, 1+ε)Â) ] − β·KL(π_θ‖π_ref) (+ c_H·H(π_θ))
 
     through `ppo_core.losses.ppo_objective`, with the KL computed exactly over the A arms
     and passed as `kl=`; then β is updated (fixed or adaptive). π_ref is π_θ_0.
 
-    Records (one dict per update, averaged over the S seeds; DESIGN.md's keys):
+    Records (one dict per update, averaged over the S seeds; the README's keys):
         `iteration`, `charts/episodic_return` (mean reward of the batch),
         `charts/expected_reward` (Σ_a π(a)μ_a after the update), `losses/policy_loss`,
         `losses/approx_kl` (k1 estimate of KL(π_old‖π_θ) on the batch, from the last
@@ -354,7 +354,7 @@ def _train(bandit, cfg, log_path, log, overwrite=False):
             beta = kl_ctl.beta
             # ---- epochs of full-batch steps on the same batch
             clipfracs, bad = [], False
-            for _ in range(cfg.epochs):
+            for _ in range(cfg.update_epochs):
                 logp = log_probs(theta, actions)                             # (S, B)
                 kl_ref = exact_kl(theta, ref_logits)                          # (S,)
                 ent = (entropy(theta).unsqueeze(-1).expand(S, B)             # (S, B)

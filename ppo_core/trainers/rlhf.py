@@ -32,7 +32,6 @@ import contextlib
 import copy
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +46,12 @@ from ..kl_control import make_kl_controller
 from ..losses import kl_estimate, ppo_objective
 from ..masking import logprobs_from_logits, masked_mean, masked_whiten
 from ..value_head import CausalLMWithValueHead, float32_head, lm_forward, position_ids_from_mask
-from .config import TrainerConfig, arg, config_from_args
-from .config import build_parser as build_parser_for
+from .config import TrainerConfig, arg, build_parser, run_cli
 from .run import MinibatchStats, Run, TrainingDiverged, check_finite, check_output_paths, losses_record
 
 __all__ = ["RLHFConfig", "RLHFResult", "TokenRollout", "train", "load_policy_and_tokenizer",
            "sample_responses", "response_mask", "sequence_logprobs", "score_rollout",
-           "token_rewards", "per_token_kl", "evaluate_gold", "save_policy", "sync", "build_parser",
+           "token_rewards", "per_token_kl", "evaluate_gold", "save_policy", "sync", "cli_parser",
            "cli_main"]
 
 
@@ -106,8 +104,8 @@ class RLHFConfig(TrainerConfig):
     adam_eps: float = arg(1e-5, "Adam's ε (1e-5 as in lm-human-preferences, TRL and CleanRL, "
                           "not PyTorch's 1e-8)")
     anneal_lr: bool = arg(False, "decay the learning rate linearly to 0 over the steps")
-    target_kl: float | None = arg(None, "stop an iteration's epochs once approx_kl (old‖new, per "
-                                  "token) exceeds this (none: never)")
+    target_kl: float | None = arg(None, "stop an iteration's epochs after one whose mean k3 "
+                                  "estimate of KL(π_old‖π_θ) per token exceeds this (none: never)")
     n_prompts: int = arg(256, "size of the prompt pool that batches are drawn from")
     prompt_seed: int = arg(1, "seed of `ppo_core.lm.text.build_prompts`")
     seed: int = arg(0, "seed of sampling, minibatch order and the value head")
@@ -208,6 +206,7 @@ class RLHFResult:
     config: RLHFConfig
     interrupted: bool = False
     checkpoint: Path | None = None
+    stop_signal: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,6 +251,19 @@ CHECKPOINT_META = "rlhf_config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 
 
+def checkpoint_files(directory) -> set[str]:
+    """The files of an RLHF checkpoint in `directory`, as its manifest lists them (empty if
+    the folder holds none)."""
+    from ..lm.cache import _MANIFEST
+
+    d = Path(directory)
+    try:
+        listed = json.loads((d / _MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return (set(listed) | {_MANIFEST}) if CHECKPOINT_META in listed else set()
+
+
 def save_policy(policy: CausalLMWithValueHead, tokenizer, path, config: RLHFConfig | None = None,
                 state: dict | None = None, optimizer=None, generator=None) -> Path:
     """Checkpoint: `save_pretrained` (safetensors) + value head + tokenizer + run config, and,
@@ -272,6 +284,7 @@ def save_policy(policy: CausalLMWithValueHead, tokenizer, path, config: RLHFConf
         tensors = optimizer_tensors(optimizer) if optimizer is not None else {}
         if generator is not None:
             tensors["rng.torch"] = generator.get_state()
+            tensors["rng.global"] = torch.get_rng_state()
         if tensors:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                       str(tmp / OPTIMIZER_FILE))
@@ -616,6 +629,9 @@ class _State:
     bf16: bool
     iteration: int = 0
     episodes: int = 0
+    reference_source: str | None = None
+    """what π_ref was loaded from ("tiny", "gpt2", a path; None: a model passed in), saved with
+    each checkpoint so that `resume` rebuilds the same reference"""
 
 
 def _models(cfg: RLHFConfig, policy, tokenizer, ref_model, device):
@@ -623,8 +639,12 @@ def _models(cfg: RLHFConfig, policy, tokenizer, ref_model, device):
     its value head come from `save_dir`, π_ref is rebuilt from the run's original model."""
     if cfg.resume:
         lm, tokenizer = load_policy_and_tokenizer(cfg.save_dir, device)
+        source = _saved(cfg.save_dir)["state"].get("reference")
+        if ref_model is None and source is None:
+            raise ValueError(f"the run in {cfg.save_dir!r} started from a model passed in as "
+                             f"`policy`; pass its reference as `ref_model` to resume it")
         if ref_model is None:
-            ref_model, _ = load_policy_and_tokenizer(_saved(cfg.save_dir)["config"]["model"], device)
+            ref_model, _ = load_policy_and_tokenizer(source, device)
     elif policy is None:
         lm, tokenizer = load_policy_and_tokenizer(cfg.model, device)
     else:
@@ -669,6 +689,9 @@ def _saved(save_dir) -> dict:
 def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _State:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
+    source = None                                 # what π_ref comes from, for `resume`
+    if ref_model is None and policy is None:
+        source = _saved(cfg.save_dir)["state"].get("reference") if cfg.resume else cfg.model
     policy, ref_model, tokenizer = _models(cfg, policy, tokenizer, ref_model, device)
     if reward_fn is None or gold_fn is None:
         default_rm, default_gold = _default_rewards(cfg, device)
@@ -684,7 +707,7 @@ def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _S
                 torch.optim.Adam(trainable, lr=cfg.lr, eps=cfg.adam_eps),
                 make_kl_controller(cfg.beta, cfg.kl_target, cfg.kl_horizon),
                 torch.Generator().manual_seed(cfg.seed), reward_fn, gold_fn, list(prompts),
-                device, cfg.uses_bf16(device))
+                device, cfg.uses_bf16(device), reference_source=source)
     if cfg.resume:
         saved = _saved(cfg.save_dir)["state"]
         st.iteration, st.episodes = int(saved.get("iteration", 0)), int(saved.get("episodes", 0))
@@ -699,6 +722,8 @@ def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _S
             load_optimizer_tensors(st.optimizer, tensors)
             if "rng.torch" in tensors:
                 st.gen.set_state(tensors["rng.torch"])
+            if "rng.global" in tensors:                   # the stream `generate` samples from
+                torch.set_rng_state(tensors["rng.global"])
     return st
 
 
@@ -728,33 +753,33 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
     cfg = config if config is not None else RLHFConfig()
     if not isinstance(cfg, RLHFConfig):
         raise ValueError(f"config must be an RLHFConfig, got {type(cfg).__name__}")
-    check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume,
-                       cfg.overwrite, checkpoint_marker=CHECKPOINT_META)
+    if cfg.resume and policy is not None:
+        raise ValueError("resume=True continues the policy saved in save_dir; do not pass a policy")
+    check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume, cfg.overwrite,
+                       checkpoint_files=checkpoint_files)
     with torch_threads(cfg.threads) if cfg.threads else contextlib.nullcontext():
         st = _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts)
 
         def save(iteration, final):
-            if cfg.save_dir:
-                save_policy(st.policy, st.tokenizer, cfg.save_dir, cfg,
-                            {"iteration": iteration, "episodes": st.episodes,
-                             "beta": st.kl_ctl.beta, "final": final,
-                             "interrupted": run.interrupted},
-                            optimizer=st.optimizer, generator=st.gen)
+            save_policy(st.policy, st.tokenizer, cfg.save_dir, cfg,
+                        {"iteration": iteration, "episodes": st.episodes,
+                         "beta": st.kl_ctl.beta, "final": final, "interrupted": run.interrupted,
+                         "reference": st.reference_source},
+                        optimizer=st.optimizer, generator=st.gen)
 
-        run = Run(cfg.log_path, resume=cfg.resume, overwrite=cfg.overwrite, keep=lambda r: r.get("iteration", 0) <= st.iteration,
-                  total=cfg.steps, initial=st.iteration, desc="RLHF", progress=cfg.progress,
-                  save=save if cfg.save_dir else None, callback=callback,
+        run = Run(cfg.log_path, resume=cfg.resume, overwrite=cfg.overwrite, total=cfg.steps,
+                  initial=st.iteration, desc="RLHF", progress=cfg.progress,
+                  save=save if cfg.save_dir else None, save_every=cfg.save_every,
+                  callback=callback,
                   postfix=lambda r: {"gold": f"{r['objective/gold_reward']:+.2f}",
                                      "proxy": f"{r['objective/proxy_reward']:+.2f}",
                                      "kl": f"{r['objective/kl']:.2f}"})
         with run:
             for it in run.iterations(st.iteration, cfg.steps):
                 run.log_record(_iteration(cfg, st, it))
-                if cfg.save_every and it % cfg.save_every == 0:
-                    run.checkpoint()
     checkpoint = Path(cfg.save_dir) if cfg.save_dir and run.saved_at is not None else None
     return RLHFResult(run.records, st.policy, st.ref_model, st.tokenizer, cfg, run.interrupted,
-                      checkpoint)
+                      checkpoint, run.stop_signal)
 
 
 def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
@@ -832,10 +857,12 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
 
 def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
             returns: torch.Tensor, old_values: torch.Tensor) -> MinibatchStats:
-    """`update_epochs` passes of minibatches of `ppo_objective` over one rollout; stops the
-    epochs once a minibatch's approx_kl exceeds `target_kl`. Tensors are `(B, T)`."""
+    """`update_epochs` passes of minibatches of `ppo_objective` over one rollout; stops after
+    an epoch whose mean k3 estimate of KL(π_old‖π_θ) exceeds `target_kl` (CleanRL's rule, the
+    same as CartPole's). Tensors are `(B, T)`."""
     stats = MinibatchStats()
     for epoch in range(cfg.update_epochs):
+        epoch_kl = []
         perm = torch.randperm(cfg.batch_size, generator=st.gen).to(st.device)
         for start in range(0, cfg.batch_size, cfg.minibatch_size):
             mb = perm[start:start + cfg.minibatch_size]                          # (b,)
@@ -855,8 +882,9 @@ def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
             mb_stats["grad_norm"] = check_finite(grad_norm, f"the gradient norm (epoch {epoch})")
             st.optimizer.step()
             stats.add(mb_stats)
-            if cfg.target_kl is not None and mb_stats["approx_kl"] > cfg.target_kl:
-                return stats
+            epoch_kl.append(mb_stats["approx_kl_k3"])
+        if cfg.target_kl is not None and sum(epoch_kl) / len(epoch_kl) > cfg.target_kl:
+            break                                    # early stop: π moved far enough
     return stats
 
 
@@ -864,42 +892,37 @@ def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
 # Command line
 # --------------------------------------------------------------------------------------------
 
-def build_parser():
+def cli_parser():
     """The `python -m ppo_core rlhf` parser: one flag per `RLHFConfig` field."""
-    return build_parser_for(
+    return build_parser(
         RLHFConfig, prog="python -m ppo_core rlhf",
         description="RLHF with token-level PPO: sample responses to review prompts, score them "
                     "with a reward model learned from simulated preferences, and optimise the "
                     "KL-penalised reward. Logs one JSON line per iteration.")
 
 
-def cli_main(argv=None) -> int:
-    """`python -m ppo_core rlhf ...`: train, print one summary line per iteration. Exit status:
-    0 done, 1 diverged, 2 a usage error (one line, no traceback), 130 interrupted."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _show(r: dict) -> None:
+    print(f"iter {r['iteration']:4d}  gold {r['objective/gold_reward']:+.3f}  "
+          f"proxy {r['objective/proxy_reward']:+.3f}  kl {r['objective/kl']:.3f}  "
+          f"beta {r['objective/beta']:.3f}  clipfrac {r['losses/clipfrac']:.3f}  "
+          f"{r['perf/iteration_s']:.2f}s", flush=True)
 
-    def show(r):
-        print(f"iter {r['iteration']:4d}  gold {r['objective/gold_reward']:+.3f}  "
-              f"proxy {r['objective/proxy_reward']:+.3f}  kl {r['objective/kl']:.3f}  "
-              f"beta {r['objective/beta']:.3f}  clipfrac {r['losses/clipfrac']:.3f}  "
-              f"{r['perf/iteration_s']:.2f}s", flush=True)
 
-    try:
-        cfg = config_from_args(RLHFConfig, args)
-        resolve_device(cfg.device, check=True)
-        result = train(cfg, callback=show)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except ValueError as e:                       # bad input: a path, a model folder, a device
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    if result.interrupted:
-        print("interrupted: the log and the last checkpoint are kept")
+def _train_from_cli(cfg: RLHFConfig) -> RLHFResult:
+    resolve_device(cfg.device, check=True)
+    return train(cfg, callback=_show)
+
+
+def _summary(result: RLHFResult, cfg: RLHFConfig) -> None:
     if result.records and result.records[-1]["samples"]:
         s = result.records[-1]["samples"][0]
         print(f"sample: {s['prompt']}|{s['response']}")
     if result.checkpoint is not None:
         print(f"saved {result.checkpoint}")
-    return 130 if result.interrupted else 0
+
+
+def cli_main(argv=None) -> int:
+    """`python -m ppo_core rlhf ...`: train, print one summary line per iteration. Exit status
+    as `ppo_core.trainers.config.run_cli`: 0 done, 1 diverged, 2 a usage error (one line, no
+    traceback), 130/143 stopped by Ctrl-C/SIGTERM (log complete, last iteration saved)."""
+    return run_cli(RLHFConfig, cli_parser(), argv, _train_from_cli, _summary)

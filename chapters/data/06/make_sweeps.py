@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from ppo_core.trainers import rlhf# noqa: E402
+from ppo_core.trainers import rlhf  # noqa: E402
 from ppo_core.course.faults import train_with_fault  # noqa: E402
 
 # ----------------------------------------------------------------------------------------
