@@ -374,7 +374,7 @@ def _iteration(cfg: CartPoleConfig, st: _State, envs, env_state: EnvState):
             entropy = entropy_from_logp(logp_all)                               # (b,) H(π_θ(·|s))
             if cfg.ent_coef == 0:
                 entropy = entropy.detach()                  # logged only: skip its backward
-            loss, mb_stats = ppo_objective(
+            loss, mb_stats = ppo_objective(                 # every tensor below is (b,)
                 logp, b_logp[mb], b_adv[mb], cfg.clip_eps, beta=st.kl_ctl.beta, kl=kl,
                 values=values, old_values=b_val[mb], returns=b_ret[mb],
                 value_clip_eps=cfg.value_clip_eps, vf_coef=cfg.vf_coef,

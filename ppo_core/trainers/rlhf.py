@@ -869,7 +869,7 @@ def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
             new = sequence_logprobs(st.policy, ro.input_ids[mb], ro.attention_mask[mb],
                                     ro.n_prompt, cfg.temperature, st.bf16,
                                     with_values=True, with_entropy=True)         # (b, T) each
-            loss, mb_stats = ppo_objective(
+            loss, mb_stats = ppo_objective(                 # every tensor below is (b, T)
                 new["logp"], ro.logprobs[mb], adv[mb], cfg.clip_eps, mask=ro.mask[mb],
                 ref_logp=ro.ref_logprobs[mb], beta=0.0, kl_kind="k3",
                 values=new["values"], old_values=old_values[mb], returns=returns[mb],
