@@ -30,7 +30,7 @@ from ..kl_control import make_kl_controller
 from ..losses import categorical_kl_from_logp, entropy_from_logp, ppo_objective
 from .checkpoint import (META, load_checkpoint, load_optimizer_tensors, optimizer_tensors,
                          save_checkpoint)
-from .config import TrainerConfig, arg, build_parser, config_from_args
+from .config import TrainerConfig, arg, build_parser, check_clip_eps, config_from_args
 from .rollout import (ActorCritic, EnvState, Rollout, collect_rollout, evaluate_greedy,
                       make_envs, rollout_advantages)
 from .run import MinibatchStats, Run, TrainingDiverged, check_finite, check_output_paths, losses_record
@@ -124,6 +124,7 @@ class CartPoleConfig(TrainerConfig):
         positive_finite(self.lr, "lr")
         for name in ("clip_eps", "value_clip_eps", "target_kl", "kl_target", "max_train_seconds"):
             positive_finite(getattr(self, name), name, allow_none=True)
+        check_clip_eps(self.clip_eps)
         for name in ("vf_coef", "ent_coef", "beta", "max_grad_norm"):
             non_negative(getattr(self, name), name)
         if self.kl_target is not None and self.beta <= 0:

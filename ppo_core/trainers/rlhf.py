@@ -47,7 +47,7 @@ from ..kl_control import make_kl_controller
 from ..losses import kl_estimate, ppo_objective
 from ..masking import logprobs_from_logits, masked_mean, masked_whiten
 from ..value_head import CausalLMWithValueHead, float32_head, lm_forward, position_ids_from_mask
-from .config import TrainerConfig, arg, config_from_args
+from .config import MAX_CLIP_EPS, TrainerConfig, arg, check_clip_eps, config_from_args  # noqa: F401
 from .config import build_parser as build_parser_for
 from .run import MinibatchStats, Run, TrainingDiverged, check_finite, check_output_paths, losses_record
 
@@ -134,9 +134,7 @@ class RLHFConfig(TrainerConfig):
                              f"batch_size={self.batch_size}")
         positive_finite(self.lr, "lr")
         positive_finite(self.clip_eps, "clip_eps")
-        if self.clip_eps > MAX_CLIP_EPS:
-            raise ValueError(f"clip_eps must be at most {MAX_CLIP_EPS} (beyond, the clip never "
-                             f"acts and exp(±ε) overflows), got {self.clip_eps!r}")
+        check_clip_eps(self.clip_eps)
         positive_finite(self.value_clip_eps, "value_clip_eps", allow_none=True)
         non_negative(self.vf_coef, "vf_coef")
         non_negative(self.ent_coef, "ent_coef")
@@ -175,11 +173,6 @@ class RLHFConfig(TrainerConfig):
     def n_minibatches(self) -> int:
         """Gradient steps per epoch."""
         return self.batch_size // self.minibatch_size
-
-
-MAX_CLIP_EPS = 10.0
-"""The widest clip range accepted: ratios beyond e^±10 are clipped by the log-ratio bound
-of `ppo_core.losses` anyway."""
 
 
 @dataclass
