@@ -192,19 +192,23 @@ class RLHFResult:
 # Models
 # --------------------------------------------------------------------------------------------
 
-def load_policy_and_tokenizer(model: str = "tiny", device=None):
+def load_policy_and_tokenizer(model: str = "tiny", device=None, what: str = "model (--model)"):
     """(causal LM, tokenizer) for `model` = "tiny", "gpt2" or a local path.
 
     "gpt2" loads the hub's `gpt2` with `from_pretrained` where a hub is reachable (or the
     Hugging Face cache has it). Where neither is, it loads GPT-2 small's architecture
     pre-trained on the course corpus (`models.gpt2_small_path()`, built once: about 25 minutes
     on the CPU, far less on a GPU), with the course tokenizer.
+
+    A path that is not a loadable `save_pretrained` folder (a file, an empty folder, a broken
+    config.json, truncated weights) raises one ValueError naming `what` (the argument), the
+    path and what is wrong with it.
     """
     from ..lm import models
 
     dev = resolve_device(device)
     if not isinstance(model, (str, os.PathLike)) or not str(model):
-        raise ValueError(f"model must be 'tiny', 'gpt2' or a path, got {model!r}")
+        raise ValueError(f"{what} must be 'tiny', 'gpt2' or a path, got {model!r}")
     name = str(model)
     if name == "gpt2":
         try:
@@ -212,8 +216,13 @@ def load_policy_and_tokenizer(model: str = "tiny", device=None):
         except (OSError, ValueError):                    # no hub, nothing in the HF cache
             return models.load_policy(models.gpt2_small_path(), device=dev)
     if name != "tiny" and not Path(name).exists():
-        raise ValueError(f"model must be 'tiny', 'gpt2' or an existing path, got {name!r}")
-    return models.load_policy(name, device=dev)
+        raise ValueError(f"{what} must be 'tiny', 'gpt2' or an existing path, got {name!r}")
+    if name == "tiny":
+        return models.load_policy(name, device=dev)
+    try:
+        return models.load_policy(name, device=dev)
+    except ValueError as e:
+        raise ValueError(f"{what} {name!r} {e}") from None
 
 
 def _reference_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -255,7 +264,8 @@ def save_policy(policy: CausalLMWithValueHead, tokenizer, path, config: RLHFConf
                       str(tmp / OPTIMIZER_FILE))
         (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
-    return atomic_build(Path(path), write, {"kind": "rlhf checkpoint"})
+    return atomic_build(Path(path), write, {"kind": "rlhf checkpoint"},
+                        replace_only=CHECKPOINT_META)
 
 
 # --------------------------------------------------------------------------------------------
@@ -598,9 +608,10 @@ def _models(cfg: RLHFConfig, policy, tokenizer, ref_model, device):
     """(policy with value head, frozen π_ref, tokenizer) on `device`. Resuming: the policy and
     its value head come from `save_dir`, π_ref is rebuilt from the run's original model."""
     if cfg.resume:
-        lm, tokenizer = load_policy_and_tokenizer(cfg.save_dir, device)
+        lm, tokenizer = load_policy_and_tokenizer(cfg.save_dir, device, what="checkpoint (--save)")
         if ref_model is None:
-            ref_model, _ = load_policy_and_tokenizer(_saved(cfg.save_dir)["config"]["model"], device)
+            ref_model, _ = load_policy_and_tokenizer(_saved(cfg.save_dir)["config"]["model"], device,
+                                                     what="the checkpoint's original model")
     elif policy is None:
         lm, tokenizer = load_policy_and_tokenizer(cfg.model, device)
     else:

@@ -87,11 +87,14 @@ def check_output_paths(log_path=None, save_dir=None, resume: bool = False,
     """Refuse, before any training, output paths that cannot be written or would destroy
     what the user did not ask to replace (`ValueError` naming the path and what to do).
 
-    * `log_path` must not be a directory; an existing non-empty log is continued with
-      `resume` or replaced with `overwrite`, never silently truncated.
-    * `save_dir` must be a directory (or not exist yet) in a writable place; a non-empty
-      folder is accepted only if it holds a checkpoint of this trainer (`checkpoint_marker`,
-      a file name inside it) *and* the run resumes it or was told to `overwrite` it.
+    * `log_path` must not be a directory and its folder must be writable (a file is created
+      and removed there to make sure); an existing non-empty log is continued with `resume`
+      or replaced with `overwrite`, never silently truncated.
+    * `save_dir` must be a directory (or not exist yet) whose parent folder is writable
+      (checkpoints are written beside it and swapped in); a save cut off by a crash is
+      repaired first; a non-empty folder is accepted only if it holds a checkpoint of this
+      trainer (`checkpoint_marker`, a file name inside it) *and* the run resumes it or was
+      told to `overwrite` it.
     """
     if log_path is not None:
         log = Path(log_path)
@@ -103,35 +106,54 @@ def check_output_paths(log_path=None, save_dir=None, resume: bool = False,
                              f"it or --overwrite to replace it (or choose another --log)")
         _check_writable(log.parent, f"log path {str(log)!r}")
     if save_dir is not None:
-        save = Path(save_dir)
-        if save.exists() and not save.is_dir():
-            raise ValueError(f"save path {str(save)!r} is a file, not a folder")
-        if resume and not (checkpoint_marker and (save / checkpoint_marker).is_file()):
-            raise ValueError(f"nothing to resume: {str(save)!r} holds no checkpoint of this "
-                             f"trainer")
-        if save.is_dir() and any(save.iterdir()):
-            ours = checkpoint_marker is not None and (save / checkpoint_marker).is_file()
-            if not ours:
-                raise ValueError(f"save folder {str(save)!r} is not empty and holds no checkpoint "
-                                 f"of this trainer; refusing to replace what it holds (choose "
-                                 f"an empty or new folder)")
-            if not (resume or overwrite):
-                raise ValueError(f"save folder {str(save)!r} already holds a checkpoint; pass "
-                                 f"--resume to continue it or --overwrite to replace it")
-            if log_path is not None and Path(log_path).resolve().parent == save.resolve():
-                raise ValueError(f"the log {str(log_path)!r} lies inside the save folder "
-                                 f"{str(save)!r}, which each checkpoint replaces")
-        _check_writable(save.parent if not save.exists() else save, f"save path {str(save)!r}")
+        _check_save_dir(Path(save_dir), log_path, resume, overwrite, checkpoint_marker)
+
+
+def _check_save_dir(save: Path, log_path, resume: bool, overwrite: bool,
+                    checkpoint_marker: str | None) -> None:
+    """The `save_dir` half of `check_output_paths`."""
+    from ..lm.cache import recover_interrupted_swap
+
+    if save.exists() and not save.is_dir():
+        raise ValueError(f"save path {str(save)!r} is a file, not a folder")
+    _check_writable(save.absolute().parent, f"save path {str(save)!r}")
+    recover_interrupted_swap(save)
+    if resume and not (checkpoint_marker and (save / checkpoint_marker).is_file()):
+        raise ValueError(f"nothing to resume: {str(save)!r} holds no checkpoint of this "
+                         f"trainer")
+    if save.is_dir() and any(save.iterdir()):
+        ours = checkpoint_marker is not None and (save / checkpoint_marker).is_file()
+        if not ours:
+            raise ValueError(f"save folder {str(save)!r} is not empty and holds no checkpoint "
+                             f"of this trainer; refusing to replace what it holds (choose "
+                             f"an empty or new folder)")
+        if not (resume or overwrite):
+            raise ValueError(f"save folder {str(save)!r} already holds a checkpoint; pass "
+                             f"--resume to continue it or --overwrite to replace it")
+    if log_path is not None and save.resolve() in Path(log_path).resolve().parents:
+        raise ValueError(f"the log {str(log_path)!r} lies inside the save folder "
+                         f"{str(save)!r}, which each checkpoint replaces")
 
 
 def _check_writable(folder: Path, what: str) -> None:
+    """Raise unless files can be created in `folder`, or in its nearest existing ancestor
+    (where the missing folders will be made). Tried for real — a file is created and removed
+    — because permission bits do not tell (root, read-only mounts, /sys, /proc)."""
     import os
+    import tempfile
 
     probe = folder
-    while not probe.exists():                     # the nearest existing ancestor is created from
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{what}: {str(probe)!r} is not a writable folder")
+    if not probe.is_dir():
+        raise ValueError(f"{what}: {str(probe)!r} is not a folder")
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".ppo_course_probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise ValueError(f"{what}: cannot write in {str(probe)!r} ({e.strerror or e}); choose "
+                         f"a folder you can write to") from None
 
 
 @contextlib.contextmanager
