@@ -300,6 +300,7 @@ def _one_line_error(capsys, *needles):
 @pytest.mark.parametrize("argv,needles", [
     (["--clip-eps", "1e300"], ["clip_eps", "at most 10"]),
     (["--num-envs", "100000000"], ["num_envs", "at most 4096"]),
+    (["--num-envs", "1e8"], ["--num-envs", "expected int"]),
     (["--target-return", "nan"], ["--target-return", "finite"]),
     (["--env-id", "NoSuchEnv-v9"], ["NoSuchEnv-v9", "not a registered"]),
 ])
@@ -342,7 +343,8 @@ def test_rlhf_cli_refuses_bad_outputs_and_devices_before_training(tmp_path, caps
 
     monkeypatch.setattr(rlhf, "_setup", lambda *a: pytest.fail("training started"))
     bad = _unwritable_folder(tmp_path)
-    cases = [(["--save", str(bad / "ck")], ["cannot write in"]),
+    cases = [(["--clip-eps", "1e300"], ["clip_eps", "at most 10"]),
+             (["--save", str(bad / "ck")], ["cannot write in"]),
              (["--log", str(tmp_path)], ["is a directory"]),
              (["--log", str(bad / "run.jsonl")], ["cannot write in"])]
     if not torch.cuda.is_available():

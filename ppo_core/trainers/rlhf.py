@@ -215,6 +215,10 @@ def load_policy_and_tokenizer(model: str = "tiny", device=None, what: str = "mod
             return models.load_policy("gpt2", device=dev)
         except (OSError, ValueError):                    # no hub, nothing in the HF cache
             return models.load_policy(models.gpt2_small_path(), device=dev)
+    if name != "tiny":
+        from ..lm.cache import recover_interrupted_swap
+
+        recover_interrupted_swap(name)               # a checkpoint whose save was killed
     if name != "tiny" and not Path(name).exists():
         raise ValueError(f"{what} must be 'tiny', 'gpt2' or an existing path, got {name!r}")
     if name == "tiny":
