@@ -15,14 +15,19 @@ Notation (one vocabulary everywhere):
 
 Shapes: any shape `(*)` shared by all per-sample inputs, e.g. `(B,)` for a bandit batch,
 `(T*N,)` for CartPole minibatches, `(B, T)` for tokens with a `(B, T)` mask.
+
+Precision and bad input: float16 and bfloat16 inputs are computed on in float32 (e^20 overflows
+fp16), so losses and statistics come back float32 and finite; gradients still reach the
+half-precision tensors. An empty input, a NaN, a mask that is all zeros or not binary raises
+a `ValueError` naming the argument.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._checks import (as_tensor, check_mask, finite_tensor, non_negative, positive_finite,
-                      same_shape)
+from ._checks import (as_tensor, check_mask, finite_tensor, float32_at_least, non_empty,
+                      non_negative, positive_finite, same_shape)
 from .masking import _mean
 
 __all__ = ["clipped_surrogate", "kl_estimate", "kl_penalty", "value_loss",
@@ -42,10 +47,19 @@ def _bounded(log_ratio: torch.Tensor) -> torch.Tensor:
 
 
 def _per_sample(name: str, x) -> torch.Tensor:
+    """A finite float tensor, float32 at least (half-precision inputs are computed on in
+    float32: e^MAX_LOG_RATIO overflows fp16; the cast keeps their gradient)."""
     t = finite_tensor(as_tensor(x, name), name)
     if not t.is_floating_point():
         t = t.float()
-    return t
+    return float32_at_least(t)
+
+
+def _clip_bounds(eps: float, dtype: torch.dtype, centre: float = 1.0) -> tuple[float, float]:
+    """(centre − ε, centre + ε) within the range of `dtype`: an ε beyond it (1e300) clips
+    nothing, as it says, instead of failing to convert to float32."""
+    big = float(torch.finfo(dtype).max)
+    return max(centre - eps, -big), min(centre + eps, big)
 
 
 def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None):
@@ -84,7 +98,7 @@ def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None):
 
 def _surrogate_inputs(logp, old_logp, advantages, clip_eps, mask):
     """Validate the inputs shared by `clipped_surrogate` and `ppo_objective`."""
-    logp = _per_sample("logp", logp)
+    logp = non_empty(_per_sample("logp", logp), "logp")
     old_logp = _per_sample("old_logp", old_logp)
     advantages = _per_sample("advantages", advantages)
     same_shape("logp", logp, "old_logp", old_logp)
@@ -104,7 +118,8 @@ def surrogate_per_sample(ratio: torch.Tensor, advantages: torch.Tensor, eps: flo
     unclipped = ratio * advantages                                     # r(θ)·Â
     if eps is None:
         return unclipped, torch.zeros_like(ratio, dtype=torch.bool)
-    clipped = torch.clamp(ratio, 1.0 - eps, 1.0 + eps) * advantages    # clip(r, 1−ε, 1+ε)·Â
+    lo, hi = _clip_bounds(eps, ratio.dtype)
+    clipped = torch.clamp(ratio, lo, hi) * advantages                  # clip(r, 1−ε, 1+ε)·Â
     return torch.minimum(unclipped, clipped), clipped < unclipped
 
 
@@ -198,7 +213,7 @@ def kl_penalty(logp, ref_logp, beta, kind: str = "k2", mask=None) -> torch.Tenso
     zero and k3's is that of the reverse KL(π_ref‖π) (see `kl_estimate`).
     """
     b = non_negative(beta, "beta")
-    est = kl_estimate(logp, ref_logp, kind)
+    est = non_empty(kl_estimate(logp, ref_logp, kind), "logp")
     return b * _mean(est, check_mask(mask, est))
 
 
@@ -225,7 +240,7 @@ def value_loss(values, old_values, returns, clip_eps=None, mask=None):
 
 def _value_inputs(values, old_values, returns):
     """Validate the value-loss tensors (old_values None: the values themselves)."""
-    values = _per_sample("values", values)
+    values = non_empty(_per_sample("values", values), "values")
     returns = _per_sample("returns", returns)
     old_values = values if old_values is None else _per_sample("old_values", old_values)
     same_shape("values", values, "returns", returns)
@@ -242,7 +257,8 @@ def _value_loss(values, old_values, returns, eps, m):
         clipfrac = values.new_zeros(())
     else:
         old = old_values.detach()
-        v_clipped = old + torch.clamp(values - old, -eps, eps)         # V_old + clip(V − V_old)
+        lo, hi = _clip_bounds(eps, values.dtype, centre=0.0)           # (−ε_v, ε_v), in range
+        v_clipped = old + torch.clamp(values - old, lo, hi)            # V_old + clip(V − V_old)
         err_clipped = (v_clipped - returns) ** 2
         per_sample = torch.maximum(err, err_clipped)
         clipfrac = _mean((err_clipped > err).float(), m)

@@ -13,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["MetricsLog", "read_log", "is_diverged"]
+__all__ = ["MetricsLog", "read_log", "iter_log", "is_diverged"]
 
 
 def _clean(value):
@@ -83,27 +83,41 @@ class MetricsLog:
         self.close()
 
 
-def read_log(path) -> list[dict]:
-    """Records of a JSONL log, in order. A truncated last line (a killed run) is skipped;
-    any other malformed line raises ValueError naming its line number."""
+def iter_log(path):
+    """The records of a JSONL log, one at a time, read line by line (memory does not grow
+    with the file). Non-finite numbers written as "nan"/"inf" come back as floats. A
+    truncated last line (a killed run) is skipped; any other malformed line, or a file that
+    is not UTF-8 text (a binary file), raises ValueError naming the file and the line."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"no log at {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == len(lines):
-                break                                   # cut off mid-write: keep the rest
-            raise ValueError(f"{path}:{i} is not valid JSON: {e}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{i} is not a JSON object")
-        records.append({k: (float(v) if v in ("nan", "inf", "-inf") else v) for k, v in obj.items()})
-    return records
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a log file")
+    pending = None                                   # a bad line: fatal unless it is the last
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            if pending is not None:
+                raise pending
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{i} is not UTF-8 text (byte {raw[e.start]:#04x} at "
+                                 f"column {e.start + 1}): is it a binary file rather than a "
+                                 f"JSONL log?") from None
+            except json.JSONDecodeError as e:
+                pending = ValueError(f"{path}:{i} is not valid JSON: {e}")
+                continue
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{i} is not a JSON object")
+            yield {k: (float(v) if v in ("nan", "inf", "-inf") else v) for k, v in obj.items()}
+
+
+def read_log(path) -> list[dict]:
+    """Records of a JSONL log, in order (`iter_log`). A truncated last line (a killed run) is
+    skipped; any other malformed line raises ValueError naming its line number."""
+    return list(iter_log(path))
 
 
 def is_diverged(record: dict) -> bool:

@@ -356,3 +356,90 @@ def test_cartpole_lab_runs_and_overlays():
     assert "ε=off" in lab.runs[0]["label"] and "ε=0.2" in lab.runs[1]["label"]
     lab.clear()
     assert not lab.runs
+
+
+# ---------------------------------------------------------------- what reaches the loss (issue 13)
+
+BUGCHECK = dict(total_steps=512, num_envs=4, num_steps=64, update_epochs=1, num_minibatches=1,
+                eval_every=0)
+
+
+def _spy(monkeypatch, adv_of=None):
+    """Record, per update, the rollout's valid mask, its advantages and the arguments each
+    `ppo_objective` call gets. `adv_of(adv)` replaces the advantages GAE computed."""
+    from ppo_core.trainers import cartpole
+
+    seen = {"valid": [], "adv": [], "calls": []}
+    real_collect, real_adv, real_obj = (cartpole.collect_rollout, cartpole.rollout_advantages,
+                                        cartpole.ppo_objective)
+
+    def collect(*a, **k):
+        ro = real_collect(*a, **k)
+        seen["valid"].append(ro.valid.clone())
+        return ro
+
+    def advantages(*a, **k):
+        adv, ret = real_adv(*a, **k)
+        if adv_of is not None:
+            adv = adv_of(adv)
+        seen["adv"].append(adv.clone())
+        return adv, ret
+
+    def objective(logp, old_logp, adv, *a, **k):
+        seen["calls"].append({"logp": logp.detach().clone(), "adv": adv.detach().clone()})
+        return real_obj(logp, old_logp, adv, *a, **k)
+    monkeypatch.setattr(cartpole, "collect_rollout", collect)
+    monkeypatch.setattr(cartpole, "rollout_advantages", advantages)
+    monkeypatch.setattr(cartpole, "ppo_objective", objective)
+    return seen
+
+
+def test_autoreset_rows_never_reach_the_loss(monkeypatch):
+    """Under NEXT_STEP autoreset the step after an episode ends is a reset, not a transition
+    (`ro.valid` is False there): the loss sees exactly the valid transitions."""
+    seen = _spy(monkeypatch)
+    train(CartPoleConfig(**BUGCHECK))
+    assert len(seen["calls"]) == len(seen["valid"]) == 2
+    for valid, call in zip(seen["valid"], seen["calls"]):
+        assert int((~valid).sum()) > 0, "no episode ended: the test would prove nothing"
+        assert call["logp"].shape == (int(valid.sum()),)
+
+
+@pytest.mark.parametrize("norm_adv", [True, False])
+def test_norm_adv_whitens_the_advantages_or_leaves_them(monkeypatch, norm_adv):
+    """Advantages replaced by ones of known mean 5: with norm_adv the loss gets them whitened
+    over the valid transitions (mean 0, std 1), without it exactly as they were."""
+    g = torch.Generator().manual_seed(0)
+    seen = _spy(monkeypatch, adv_of=lambda adv: 5.0 + 0.5 * torch.randn(adv.shape, generator=g))
+    train(CartPoleConfig(norm_adv=norm_adv, **BUGCHECK))
+    for valid, adv, call in zip(seen["valid"], seen["adv"], seen["calls"]):
+        raw, got = adv[valid], call["adv"]
+        if norm_adv:
+            assert abs(float(got.mean())) < 1e-5 and abs(float(got.std()) - 1) < 1e-3
+            torch.testing.assert_close(got, (raw - raw.mean()) / raw.std(), atol=1e-4, rtol=1e-4)
+        else:
+            assert torch.equal(got, raw) and abs(float(got.mean()) - 5.0) < 0.2
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e-3, 0.0])
+def test_max_grad_norm_bounds_every_step_the_optimizer_takes(max_grad_norm):
+    """The gradient each optimizer step applies has a global norm ≤ max_grad_norm (0 = off:
+    then it is larger, so the bound is not met by accident)."""
+    norms = []
+
+    def hook(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+                 if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(hook)
+    try:
+        train(CartPoleConfig(max_grad_norm=max_grad_norm, **dict(BUGCHECK, update_epochs=2)))
+    finally:
+        handle.remove()
+    assert len(norms) == 4
+    if max_grad_norm:
+        assert max(norms) <= max_grad_norm * (1 + 1e-4), norms
+    else:
+        assert min(norms) > 1e-2, norms

@@ -257,3 +257,49 @@ def test_categorical_kl_is_exact_and_zero_on_equal_inputs():
     assert categorical_kl(p.log(), p.log() + 3.0).item() == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="logits_q"):
         categorical_kl(p.log(), torch.zeros(2))
+
+
+# ---------------------------------------------------------------- bugs the suite once missed (issue 13)
+
+@pytest.mark.parametrize("kind", ["k1", "k2", "k3"])
+def test_ppo_objective_kl_term_ignores_masked_entries(kind):
+    """Padded entries hold a huge log-ratio to the reference: the KL term (value, penalty and
+    gradient) must average over the unmasked entries only, like every other term."""
+    logp = torch.tensor([-1.0, -0.5, -2.0, -0.1], requires_grad=True)
+    ref = torch.tensor([-1.2, -0.3, 6.0, -9.0])
+    mask = torch.tensor([1, 1, 0, 0])
+    adv = torch.zeros(4)                                # only the KL term has a gradient
+    loss, stats = ppo_objective(logp, logp.detach(), adv, 0.2, mask=mask, ref_logp=ref,
+                                beta=0.5, kl_kind=kind)
+    expected = float(kl_estimate(logp.detach()[:2], ref[:2], kind).mean())
+    assert stats["kl_ref"] == pytest.approx(expected)
+    assert stats["kl_penalty"] == pytest.approx(0.5 * expected)
+    loss.backward()
+    assert logp.grad[2:].abs().max() == 0 and logp.grad[:2].abs().max() > 0
+    # the exact per-sample KL (kl=) is masked the same way
+    _, stats = ppo_objective(logp, logp.detach(), adv, 0.2, mask=mask, kl=ref.abs(), beta=0.5)
+    assert stats["kl_ref"] == pytest.approx(float(ref[:2].abs().mean()))
+
+
+def test_old_logp_is_a_constant_even_when_it_carries_a_graph():
+    """old_logp computed by the same network without no_grad still carries a graph: the loss
+    must treat it as a constant. Then, at r = 1, ∇loss = −mean(Â·∇log π) (the policy
+    gradient); differentiating through old_logp too would cancel it to 0."""
+    theta = torch.tensor([0.3, -0.2, 0.1], requires_grad=True)
+    actions = torch.tensor([0, 2, 1, 0])
+    adv = torch.tensor([1.0, -0.5, 2.0, 0.3])
+
+    def logp_of():
+        return torch.log_softmax(theta, 0)[actions]            # (4,) log π_θ(a)
+    old_leaf = logp_of().detach().requires_grad_(True)
+    loss, _ = ppo_objective(logp_of(), old_leaf, adv, 0.2)
+    loss.backward()
+    assert old_leaf.grad is None                          # nothing flows into old_logp
+    theta.grad = None
+    loss, _ = ppo_objective(logp_of(), logp_of(), adv, 0.2)     # old_logp not detached
+    loss.backward()
+    got = theta.grad.clone()
+    theta.grad = None
+    (-(adv * logp_of()).mean()).backward()                # the policy gradient at r = 1
+    torch.testing.assert_close(got, theta.grad)
+    assert got.abs().max() > 0.05

@@ -424,3 +424,110 @@ def test_the_value_head_starts_at_zero(tiny):
     x = tok(["The battery life"], return_tensors="pt")
     _, values = CausalLMWithValueHead(model)(x["input_ids"], x["attention_mask"], return_values=True)
     assert torch.equal(values, torch.zeros_like(values))
+
+
+# ---- safe outputs and bad input (issue 13) ------------------------------------------------------
+
+def test_resume_continues_the_run_after_an_interrupt(tiny, prompts, tmp_path):
+    """`rlhf --resume`: the checkpoint of the last finished iteration is continued, the log
+    keeps each iteration once, and a second run without --resume/--overwrite is refused."""
+    model, tok = tiny
+
+    def stop_after_two(record):
+        if record["iteration"] == 2:
+            raise KeyboardInterrupt
+
+    small = dict(batch_size=4, minibatch_size=4, response_len=4, update_epochs=1, progress=False,
+                 device="cpu", log_path=str(tmp_path / "log.jsonl"), save_dir=str(tmp_path / "ck"))
+    first = rlhf.train(RLHFConfig(steps=5, **small), reward_fn=gold_score, gold_fn=gold_score,
+                       prompts=prompts, callback=stop_after_two)
+    assert first.interrupted
+    with pytest.raises(ValueError, match="--resume"):
+        rlhf.train(RLHFConfig(steps=3, **small), reward_fn=gold_score, gold_fn=gold_score,
+                   prompts=prompts)
+    again = rlhf.train(RLHFConfig(steps=3, resume=True, **small), reward_fn=gold_score,
+                       gold_fn=gold_score, prompts=prompts)
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [1, 2, 3]
+    assert [r["iteration"] for r in again.records] == [1, 2, 3]
+    meta = json.loads((tmp_path / "ck" / "rlhf_config.json").read_text())
+    assert meta["state"]["iteration"] == 3
+
+
+def _fake_pretrained(folder):
+    """A folder that passes for a save_pretrained one until a given file is broken."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1}))
+    save_file({"w": torch.zeros(64, 64)}, str(folder / "model.safetensors"))
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("file", "is a file"), ("empty", "holds no config.json"),
+    ("broken_config", "config.json that is not valid JSON"),
+    ("truncated", "truncated model.safetensors"), ("no_weights", "holds no weights"),
+    ("bad_tokenizer", "cannot be loaded with from_pretrained")])
+def test_bad_model_paths_are_one_line_errors(tmp_path, capsys, monkeypatch, case, expect):
+    """`--model PATH` that is not a loadable save_pretrained folder: one line naming the
+    argument, the path and what is wrong, exit status 2, before any training."""
+    path = tmp_path / "m"
+    if case == "file":
+        path.write_text("hello")
+    elif case == "empty":
+        path.mkdir()
+    else:
+        _fake_pretrained(path)
+        if case == "broken_config":
+            (path / "config.json").write_text("{bad")
+        elif case == "truncated":
+            data = (path / "model.safetensors").read_bytes()
+            (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+        elif case == "no_weights":
+            (path / "model.safetensors").unlink()
+    monkeypatch.setattr(rlhf, "_default_rewards", lambda *a: pytest.fail("got past the model"))
+    assert rlhf.cli_main(["--model", str(path), "--device", "cpu", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--model" in err and str(path) in err and expect in err, err
+
+
+def test_a_seeded_run_gives_the_same_numbers_whether_or_not_the_cache_was_built(
+        tmp_path, prompts, monkeypatch):
+    """The first run in an empty cache builds the tiny GPT-2 (here a cheap stand-in that
+    copies the real build and, like it, seeds and draws global random numbers); its first
+    record must equal that of a second run, which finds the cache built."""
+    import random
+    import shutil
+
+    import numpy as np
+
+    from ppo_core.lm import models
+
+    real = models.tiny_gpt2_path()
+    monkeypatch.setenv("PPO_COURSE_CACHE", str(tmp_path / "cache"))
+
+    def fake_build(out_dir, spec):
+        torch.manual_seed(1234)
+        torch.randn(1000)
+        random.random()
+        np.random.rand(10)
+        for f in real.iterdir():
+            if f.name != "ppo_course_manifest.json":
+                shutil.copy(f, out_dir / f.name)
+        return {"fake": True}
+    monkeypatch.setattr(models, "_build_tiny_gpt2", fake_build)
+
+    def first_record():
+        cfg = RLHFConfig(model="tiny", steps=1, batch_size=4, minibatch_size=4, response_len=4,
+                         update_epochs=1, seed=3, progress=False, device="cpu")
+        rec = rlhf.train(cfg, reward_fn=gold_score, gold_fn=gold_score, prompts=prompts).records[0]
+        return {k: v for k, v in rec.items() if not k.startswith("perf/")}, random.random()
+
+    random.seed(5)
+    built = first_record()
+    assert json.loads((models.tiny_gpt2_path() / "ppo_course_manifest.json").read_text())["fake"]
+    random.seed(5)
+    assert first_record() == built

@@ -14,8 +14,14 @@
     value_failure      explained variance ≤ 0, or value loss exploding with it
 
 An empty list means "no problem found"; `report(findings, records)` then prints the
-headline numbers instead. `plot_findings(records, findings)` draws the metrics with the
-flagged iterations shaded. `python -m ppo_core doctor LOG [--json]` is `cli_main`.
+headline numbers instead. A log that holds none of the metrics the detectors read raises
+`NoKnownMetrics` instead (never "no problem found"). `plot_findings(records, findings)` draws
+the metrics with the flagged iterations shaded. `python -m ppo_core doctor LOG [--json]` is
+`cli_main` (exit status 0 healthy, 1 problems, 2 unreadable input, 3 nothing to judge).
+
+Logs are read line by line, keeping only what the detectors read (`reader.read_for_doctor`):
+the course's JSONL, Stable-Baselines3's `progress.csv` and TRL's `trainer_state.json`, their
+keys mapped to the course's. Every detector is linear or O(n log n) in the iterations.
 
 Thresholds are relative to the run's own numbers wherever a run has numbers to compare with:
 
@@ -51,10 +57,12 @@ from .detectors import (DETECTORS, detect_destabilising_update, detect_entropy_c
                         detect_kl_blowup, detect_negative_kl, detect_non_finite,
                         detect_over_regularisation, detect_reward_hacking, detect_value_failure)
 from .figure import plot_findings
+from .reader import NoKnownMetrics, read_for_doctor
 from .report import diagnose, headline, report
 from .signals import SIGNATURES, Finding, noise, smooth
 
 __all__ = ["Finding", "diagnose", "headline", "report", "plot_findings", "cli_main",
+           "read_for_doctor", "NoKnownMetrics",
            "noise", "smooth",
            "DETECTORS", "SIGNATURES",
            "detect_non_finite", "detect_kl_blowup", "detect_destabilising_update",

@@ -8,8 +8,8 @@ import numpy as np
 
 from ..metrics import is_diverged
 from .signals import (ABRUPT_FRACTION, CLIPFRAC_FACTOR, DROP_FRACTION, DUPLICATE_FRACTION, EARLY_FRAC, ENTROPY_FLOOR, EV_FLOOR, HACK_DIVERGENCE, KL_ENTROPY_FACTOR, KL_NEAR_ZERO, KL_TARGET_FACTOR, LATE_FRAC, LOG_RATIO_LIMIT, MIN_POINTS, MIN_WINDOW, PERFORMANCE_KEYS, RUNAWAY_FACTOR, SIG, SPIKE_FACTOR, SPIKE_FLOOR, VALUE_LOSS_FACTOR,
-                      Finding, _fmt, _gain, _iters, _is_number, _late, _perf, _series, _window,
-                      noise, smooth)
+                      Finding, RunningMedian, _fmt, _gain, _iters, _is_number, _late, _perf,
+                      _series, _window, noise, smooth)
 
 # ---------------------------------------------------------------- detectors
 
@@ -152,24 +152,36 @@ def detect_destabilising_update(records: list[dict]) -> Finding | None:
     pkey, pit, px = perf
     sd = noise(px)
     w = _window(px.size, 0.05)
+    order = np.argsort(pit, kind="stable")             # windows by iteration: searchsorted
+    pit_s, px_s = pit[order], px[order]
+    hist_max, hist_min = np.maximum.accumulate(px_s), np.minimum.accumulate(px_s)
+    ak_median, clip_median = RunningMedian(), RunningMedian()   # of every earlier update
+    for j in range(MIN_WINDOW):
+        ak_median.add(float(ak[j]))
+        if it[j] in clip:
+            clip_median.add(float(clip[it[j]]))
     hits, evidence, worst = [], {}, 0.0
     for j in range(MIN_WINDOW, ak.size):
-        base = float(np.median(ak[:j]))
+        if j > MIN_WINDOW:
+            ak_median.add(float(ak[j - 1]))
+            if it[j - 1] in clip:
+                clip_median.add(float(clip[it[j - 1]]))
+        base = ak_median.median()
         if not (ak[j] >= SPIKE_FACTOR * max(base, 1e-12) and ak[j] > SPIKE_FLOOR):
             continue
         t = int(it[j])
         if clip and not clip_off:
-            c_prev = [clip[i] for i in it[:j] if i in clip]
-            c_base = float(np.median(c_prev)) if c_prev else 0.0
+            c_base = clip_median.median() if len(clip_median) else 0.0
             if not (t in clip and clip[t] >= CLIPFRAC_FACTOR * max(c_base, 1e-3)):
                 continue
-        before, after = px[(pit <= t) & (pit > t - w)], px[(pit > t) & (pit <= t + w)]
-        hist = px[pit <= t]
+        up_to = int(np.searchsorted(pit_s, t, side="right"))      # iterations ≤ t
+        before = px_s[int(np.searchsorted(pit_s, t - w, side="right")):up_to]
+        after = px_s[up_to:int(np.searchsorted(pit_s, t + w, side="right"))]
         if before.size < 2 or after.size < 2:
             continue
         drop = float(np.mean(before) - np.mean(after))
         se = sd * math.sqrt(1 / before.size + 1 / after.size)
-        span = float(hist.max() - hist.min())
+        span = float(hist_max[up_to - 1] - hist_min[up_to - 1])   # range up to t
         if drop > SIG * se and drop >= DROP_FRACTION * span and span > 0:
             hits.append(t)
             if drop > worst:

@@ -30,7 +30,7 @@ from ..kl_control import make_kl_controller
 from ..losses import categorical_kl_from_logp, entropy_from_logp, ppo_objective
 from .checkpoint import (META, WEIGHTS, load_checkpoint, load_optimizer_tensors, optimizer_tensors,
                          save_checkpoint)
-from .config import TrainerConfig, arg, build_parser, run_cli
+from .config import TrainerConfig, arg, build_parser, check_clip_eps, run_cli
 from .rollout import (ActorCritic, EnvState, Rollout, collect_rollout, evaluate_greedy,
                       make_envs, rollout_advantages)
 from .run import MinibatchStats, Run, TrainingDiverged, check_finite, check_output_paths, losses_record
@@ -127,6 +127,7 @@ class CartPoleConfig(TrainerConfig):
         positive_finite(self.kl_horizon, "kl_horizon")
         if self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        check_clip_eps(self.clip_eps)
         for name in ("vf_coef", "ent_coef", "beta", "max_grad_norm"):
             non_negative(getattr(self, name), name)
         if self.kl_target is not None and self.beta <= 0:
@@ -176,9 +177,10 @@ class TrainResult:
 
 def checkpoint_files(directory) -> set[str]:
     """The files of a CartPole checkpoint in `directory` (empty if it holds none)."""
+    from ..lm.cache import _MANIFEST
+
     d = Path(directory)
-    names = {WEIGHTS, META, WEIGHTS + ".tmp", META + ".tmp"}     # .tmp: a save cut short
-    return {n for n in names if (d / n).exists()} if (d / META).is_file() else set()
+    return {n for n in (WEIGHTS, META, _MANIFEST) if (d / n).exists()} if (d / META).is_file() else set()
 
 
 def save_agent(model: ActorCritic, directory, config: CartPoleConfig, *, optimizer=None,

@@ -27,7 +27,21 @@ import numbers
 import sys
 from dataclasses import MISSING, field, fields
 
-__all__ = ["arg", "TrainerConfig", "build_parser", "config_from_args", "UsageError", "run_cli"]
+__all__ = ["arg", "TrainerConfig", "build_parser", "config_from_args", "UsageError", "run_cli",
+           "MAX_CLIP_EPS", "check_clip_eps"]
+
+MAX_CLIP_EPS = 10.0
+"""The widest clip range a trainer accepts: ratios beyond e^±10 are clipped by the log-ratio
+bound of `ppo_core.losses` anyway, so a larger ε only hides a typo (1e300 for 0.3)."""
+
+
+def check_clip_eps(value, name: str = "clip_eps") -> None:
+    """`value` is None or a finite ε in (0, MAX_CLIP_EPS]; ValueError naming `name` otherwise."""
+    from .._checks import positive_finite
+
+    if positive_finite(value, name, allow_none=True) is not None and value > MAX_CLIP_EPS:
+        raise ValueError(f"{name} must be at most {MAX_CLIP_EPS} (beyond, the clip never acts "
+                         f"and exp(±ε) overflows), got {value!r}")
 
 
 class UsageError(ValueError):

@@ -46,7 +46,7 @@ from ..kl_control import make_kl_controller
 from ..losses import kl_estimate, ppo_objective
 from ..masking import logprobs_from_logits, masked_mean, masked_whiten
 from ..value_head import CausalLMWithValueHead, float32_head, lm_forward, position_ids_from_mask
-from .config import TrainerConfig, arg, build_parser, run_cli
+from .config import MAX_CLIP_EPS, TrainerConfig, arg, build_parser, check_clip_eps, run_cli  # noqa: F401
 from .run import MinibatchStats, Run, TrainingDiverged, check_finite, check_output_paths, losses_record
 
 __all__ = ["RLHFConfig", "RLHFResult", "TokenRollout", "train", "load_policy_and_tokenizer",
@@ -139,9 +139,7 @@ class RLHFConfig(TrainerConfig):
                              f"batch_size={self.batch_size}")
         positive_finite(self.lr, "lr")
         positive_finite(self.clip_eps, "clip_eps")
-        if self.clip_eps > MAX_CLIP_EPS:
-            raise ValueError(f"clip_eps must be at most {MAX_CLIP_EPS} (beyond, the clip never "
-                             f"acts and exp(±ε) overflows), got {self.clip_eps!r}")
+        check_clip_eps(self.clip_eps)
         positive_finite(self.value_clip_eps, "value_clip_eps", allow_none=True)
         non_negative(self.vf_coef, "vf_coef")
         non_negative(self.ent_coef, "ent_coef")
@@ -190,11 +188,6 @@ KL_IN_REWARD_ERROR = (
     "k2 and k3 there give biased gradients (k3: ∇KL(π‖π_ref) − ∇KL(π_ref‖π)). Use k1 in the "
     "reward; k2 (or k3, the reverse direction) belong in the loss (ppo_objective's kl_kind).")
 
-MAX_CLIP_EPS = 10.0
-"""The widest clip range accepted: ratios beyond e^±10 are clipped by the log-ratio bound
-of `ppo_core.losses` anyway."""
-
-
 @dataclass
 class RLHFResult:
     """What `train` returns: the records it logged and the models it trained."""
@@ -213,28 +206,41 @@ class RLHFResult:
 # Models
 # --------------------------------------------------------------------------------------------
 
-def load_policy_and_tokenizer(model: str = "tiny", device=None):
+def load_policy_and_tokenizer(model: str = "tiny", device=None, what: str = "model (--model)"):
     """(causal LM, tokenizer) for `model` = "tiny", "gpt2" or a local path.
 
     "gpt2" loads the hub's `gpt2` with `from_pretrained` where a hub is reachable (or the
     Hugging Face cache has it). Where neither is, it loads GPT-2 small's architecture
     pre-trained on the course corpus (`models.gpt2_small_path()`, built once: about 25 minutes
     on the CPU, far less on a GPU), with the course tokenizer.
+
+    A path that is not a loadable `save_pretrained` folder (a file, an empty folder, a broken
+    config.json, truncated weights) raises one ValueError naming `what` (the argument), the
+    path and what is wrong with it.
     """
     from ..lm import models
 
     dev = resolve_device(device)
     if not isinstance(model, (str, os.PathLike)) or not str(model):
-        raise ValueError(f"model must be 'tiny', 'gpt2' or a path, got {model!r}")
+        raise ValueError(f"{what} must be 'tiny', 'gpt2' or a path, got {model!r}")
     name = str(model)
     if name == "gpt2":
         try:
             return models.load_policy("gpt2", device=dev)
         except (OSError, ValueError):                    # no hub, nothing in the HF cache
             return models.load_policy(models.gpt2_small_path(), device=dev)
+    if name != "tiny":
+        from ..lm.cache import recover_interrupted_swap
+
+        recover_interrupted_swap(name)               # a checkpoint whose save was killed
     if name != "tiny" and not Path(name).exists():
-        raise ValueError(f"model must be 'tiny', 'gpt2' or an existing path, got {name!r}")
-    return models.load_policy(name, device=dev)
+        raise ValueError(f"{what} must be 'tiny', 'gpt2' or an existing path, got {name!r}")
+    if name == "tiny":
+        return models.load_policy(name, device=dev)
+    try:
+        return models.load_policy(name, device=dev)
+    except ValueError as e:
+        raise ValueError(f"{what} {name!r} {e}") from None
 
 
 def _reference_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -290,7 +296,8 @@ def save_policy(policy: CausalLMWithValueHead, tokenizer, path, config: RLHFConf
                       str(tmp / OPTIMIZER_FILE))
         (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
-    return atomic_build(Path(path), write, {"kind": "rlhf checkpoint"})
+    return atomic_build(Path(path), write, {"kind": "rlhf checkpoint"},
+                        replace_only=CHECKPOINT_META)
 
 
 # --------------------------------------------------------------------------------------------
@@ -638,13 +645,14 @@ def _models(cfg: RLHFConfig, policy, tokenizer, ref_model, device):
     """(policy with value head, frozen π_ref, tokenizer) on `device`. Resuming: the policy and
     its value head come from `save_dir`, π_ref is rebuilt from the run's original model."""
     if cfg.resume:
-        lm, tokenizer = load_policy_and_tokenizer(cfg.save_dir, device)
+        lm, tokenizer = load_policy_and_tokenizer(cfg.save_dir, device, what="checkpoint (--save)")
         source = _saved(cfg.save_dir)["state"].get("reference")
         if ref_model is None and source is None:
             raise ValueError(f"the run in {cfg.save_dir!r} started from a model passed in as "
                              f"`policy`; pass its reference as `ref_model` to resume it")
         if ref_model is None:
-            ref_model, _ = load_policy_and_tokenizer(source, device)
+            ref_model, _ = load_policy_and_tokenizer(source, device,
+                                                     what="the checkpoint's original model")
     elif policy is None:
         lm, tokenizer = load_policy_and_tokenizer(cfg.model, device)
     else:

@@ -90,7 +90,9 @@ def check_output_paths(log_path=None, save_dir=None, resume: bool = False,
     * `log_path` must not be a directory; an existing non-empty log is continued with
       `resume` or replaced with `overwrite`, never silently truncated; it must not lie
       inside `save_dir` (each checkpoint replaces that folder whole).
-    * `save_dir` must be a folder (or not exist yet) in a writable place. A non-empty folder
+    * `save_dir` must be a folder (or not exist yet) whose parent folder is writable
+      (checkpoints are written beside it and swapped in); a save cut off by a crash is
+      repaired first. A non-empty folder
       is accepted only if it holds a checkpoint of this trainer and nothing else —
       `checkpoint_files(folder)` gives the names a checkpoint there consists of (empty: none)
       — *and* the run resumes it or was told to `overwrite` it.
@@ -112,6 +114,10 @@ def check_output_paths(log_path=None, save_dir=None, resume: bool = False,
         return
     if save.exists() and not save.is_dir():
         raise ValueError(f"save path {str(save)!r} is a file, not a folder")
+    _check_writable(save.absolute().parent, f"save path {str(save)!r}")
+    from ..lm.cache import recover_interrupted_swap
+
+    recover_interrupted_swap(save)
     own = set(checkpoint_files(save)) if checkpoint_files is not None and save.is_dir() else set()
     if resume and not own:
         raise ValueError(f"nothing to resume: {str(save)!r} holds no checkpoint of this trainer")
@@ -124,17 +130,27 @@ def check_output_paths(log_path=None, save_dir=None, resume: bool = False,
         if own and not (resume or overwrite):
             raise ValueError(f"save folder {str(save)!r} already holds a checkpoint; pass "
                              f"--resume to continue it or --overwrite to replace it")
-    _check_writable(save.parent if not save.exists() else save, f"save path {str(save)!r}")
 
 
 def _check_writable(folder: Path, what: str) -> None:
+    """Raise unless files can be created in `folder`, or in its nearest existing ancestor
+    (where the missing folders will be made). Tried for real — a file is created and removed
+    — because permission bits do not tell (root, read-only mounts, /sys, /proc)."""
     import os
+    import tempfile
 
     probe = folder
-    while not probe.exists():                     # the nearest existing ancestor is created from
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{what}: {str(probe)!r} is not a writable folder")
+    if not probe.is_dir():
+        raise ValueError(f"{what}: {str(probe)!r} is not a folder")
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".ppo_course_probe-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise ValueError(f"{what}: cannot write in {str(probe)!r} ({e.strerror or e}); choose "
+                         f"a folder you can write to") from None
 
 
 class _StopRequests:
