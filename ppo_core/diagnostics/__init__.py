@@ -36,9 +36,13 @@ Thresholds are relative to the run's own numbers wherever a run has numbers to c
 A few anchors are not relative, because a run that fails from its first update has no
 healthy numbers to compare with; all are unitless:
 
-* `LOG_RATIO_LIMIT` = log(1.3) ≈ 0.26: approx_kl is the mean log-ratio log π_old − log π_θ
-  of the sampled actions; beyond log(1 + ε) with ε = 0.3, the widest clip range in common
-  use, the update has left any trust region PPO would allow;
+* `LOG_RATIO_LIMIT` = log(1.3) ≈ 0.26: this course's own "certainly broken" alarm, not a
+  published trust-region boundary. approx_kl is a mean log-ratio over the sampled actions;
+  log(1 + ε) with ε = 0.3, the widest clip range in common use, is where the clip would act
+  on a single sample, and a *mean* that large is 5–25× the per-update KL that PPO
+  implementations aim for (target KLs of 0.01–0.05: Spinning Up's target_kl = 0.01, CleanRL's
+  example 0.015, the PPO paper's adaptive d_targ of 0.003–0.03). A run with a `target_kl`
+  should be judged against that target first;
 * `SPIKE_FLOOR` = LOG_RATIO_LIMIT / 4 ≈ 0.066: a relative spike of approx_kl must also exceed
   this to count as destabilising (healthy updates sit at 0.01–0.03 and wobble 5× unharmed);
 * `ENTROPY_FLOOR` = 5 % of the run's initial entropy counts as "collapsed";

@@ -44,8 +44,8 @@ def detect_kl_blowup(records: list[dict], kl_target: float | None = None) -> Fin
 
     * approx_kl (KL of one update, π_old→π_θ) runs away: its late median is
       ≥ `RUNAWAY_FACTOR` (10×) its early median and above `LOG_RATIO_LIMIT`/10, or
-      any update exceeds `LOG_RATIO_LIMIT` = log 1.3 (mean log-ratio outside any
-      PPO trust region);
+      any update exceeds `LOG_RATIO_LIMIT` = log 1.3 (the course's alarm: a mean log-ratio
+      5–25× the 0.01–0.05 per-update KL that PPO implementations target);
     * the KL to the reference (`objective/kl`) runs away: with β > 0 it rises significantly
       (late vs early mean, SIG·SE) while the penalised objective J = R − β·KL falls
       significantly (R: `objective/proxy_reward`, or the bandit's `charts/expected_reward`).
@@ -127,7 +127,8 @@ def detect_kl_blowup(records: list[dict], kl_target: float | None = None) -> Fin
         fix="Shrink the step: lower the learning rate, turn the clip on (ε 0.1–0.2), fewer "
             "epochs per batch or early-stop the epochs on approx_kl (target_kl ≈ 0.01–0.05); "
             "for KL to the reference raise β or use the adaptive controller with a target.",
-        summary=("The policy moves further in one update than any trust region allows"
+        summary=("The policy moves far further in one update than PPO's usual per-update "
+                 "KL targets (0.01–0.05) allow"
                  if "losses/approx_kl" in evidence else
                  "The KL to the reference runs away") + (
                      "; the KL to the reference runs away too." if "losses/approx_kl" in evidence
