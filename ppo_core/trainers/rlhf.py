@@ -114,6 +114,9 @@ class RLHFConfig(TrainerConfig):
                                "(safetensors; none: no checkpoint)", flag="--save")
     save_every: int = arg(0, "also checkpoint every this many iterations (0: only at the end / "
                           "on interrupt)")
+    tensorboard_dir: str | None = arg(None, "also write the log's numbers as TensorBoard scalars "
+                                      "here (step = iteration; none: no TensorBoard)",
+                                      flag="--tensorboard")
     resume: bool = arg(False, "continue the run checkpointed in save_dir: its policy, value head, "
                        "optimizer, β and iteration count, appending to the log")
     overwrite: bool = arg(False, "replace an existing log and checkpoint instead of refusing")
@@ -710,8 +713,8 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
     cfg = config if config is not None else RLHFConfig()
     if not isinstance(cfg, RLHFConfig):
         raise ValueError(f"config must be an RLHFConfig, got {type(cfg).__name__}")
-    check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume,
-                       cfg.overwrite, checkpoint_marker=CHECKPOINT_META)
+    check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume, cfg.overwrite,
+                       checkpoint_marker=CHECKPOINT_META, tensorboard_dir=cfg.tensorboard_dir)
     with torch_threads(cfg.threads) if cfg.threads else contextlib.nullcontext():
         st = _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts)
 
@@ -724,6 +727,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
                             optimizer=st.optimizer, generator=st.gen)
 
         run = Run(cfg.log_path, resume=cfg.resume, overwrite=cfg.overwrite, keep=lambda r: r.get("iteration", 0) <= st.iteration,
+                  tensorboard_dir=cfg.tensorboard_dir,
                   total=cfg.steps, initial=st.iteration, desc="RLHF", progress=cfg.progress,
                   save=save if cfg.save_dir else None, callback=callback,
                   postfix=lambda r: {"gold": f"{r['objective/gold_reward']:+.2f}",

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .._checks import NonFiniteError
-from ..metrics import MetricsLog
+from ..metrics import MetricsLog, check_tensorboard_dir
 
 __all__ = ["Run", "TrainingDiverged", "MinibatchStats", "losses_record", "check_finite",
            "check_output_paths"]
@@ -83,7 +83,8 @@ def losses_record(stats: MinibatchStats) -> dict:
 
 
 def check_output_paths(log_path=None, save_dir=None, resume: bool = False,
-                       overwrite: bool = False, checkpoint_marker: str | None = None) -> None:
+                       overwrite: bool = False, checkpoint_marker: str | None = None,
+                       tensorboard_dir=None, video_path=None) -> None:
     """Refuse, before any training, output paths that cannot be written or would destroy
     what the user did not ask to replace (`ValueError` naming the path and what to do).
 
@@ -92,6 +93,9 @@ def check_output_paths(log_path=None, save_dir=None, resume: bool = False,
     * `save_dir` must be a directory (or not exist yet) in a writable place; a non-empty
       folder is accepted only if it holds a checkpoint of this trainer (`checkpoint_marker`,
       a file name inside it) *and* the run resumes it or was told to `overwrite` it.
+    * `tensorboard_dir` must not hold event files already, unless `resume` or `overwrite`
+      (`ppo_core.metrics.check_tensorboard_dir`); `video_path`, a file to write after
+      training, must not exist unless `resume` or `overwrite`.
     """
     if log_path is not None:
         log = Path(log_path)
@@ -122,6 +126,18 @@ def check_output_paths(log_path=None, save_dir=None, resume: bool = False,
                 raise ValueError(f"the log {str(log_path)!r} lies inside the save folder "
                                  f"{str(save)!r}, which each checkpoint replaces")
         _check_writable(save.parent if not save.exists() else save, f"save path {str(save)!r}")
+    if tensorboard_dir is not None:
+        check_tensorboard_dir(tensorboard_dir, resume, overwrite)
+        _check_writable(Path(tensorboard_dir), f"tensorboard folder {str(tensorboard_dir)!r}")
+    if video_path is not None:
+        video = Path(video_path)
+        if video.is_dir():
+            raise ValueError(f"video path {str(video)!r} is a folder; give a file name, e.g. "
+                             f"{str(video / 'agent.gif')!r}")
+        if video.exists() and not (resume or overwrite):
+            raise ValueError(f"video {str(video)!r} already exists; pass --overwrite to replace "
+                             f"it (or choose another --video)")
+        _check_writable(video.parent, f"video path {str(video)!r}")
 
 
 def _check_writable(folder: Path, what: str) -> None:
@@ -166,14 +182,18 @@ class Run:
             one saved.
         callback: `callback(record)` after each logged record (e.g. a live plot).
         postfix: `postfix(record) -> dict` of short numbers for the bar.
+        tensorboard_dir: also write each record's numbers as TensorBoard scalars there, at
+            step `record[step_key]` (`ppo_core.metrics.MetricsLog`).
     """
 
     def __init__(self, log_path=None, *, resume: bool = False, overwrite: bool = False,
                  keep: Callable | None = None,
                  total: int = 0, initial: int = 0, desc: str = "PPO", progress: bool = False,
                  save: Callable | None = None, callback: Callable | None = None,
-                 postfix: Callable | None = None):
+                 postfix: Callable | None = None, tensorboard_dir=None,
+                 step_key: str = "iteration"):
         self.log_path, self.resume, self.keep = log_path, resume, keep
+        self.tensorboard_dir, self.step_key = tensorboard_dir, step_key
         self.overwrite = overwrite
         self.total, self.initial, self.desc, self.progress = total, initial, desc, progress
         self.save, self.callback, self.postfix = save, callback, postfix
@@ -190,7 +210,8 @@ class Run:
 
     def __enter__(self) -> "Run":
         self.log = MetricsLog(self.log_path, resume=self.resume, keep=self.keep,
-                              overwrite=self.overwrite)
+                              overwrite=self.overwrite, tensorboard_dir=self.tensorboard_dir,
+                              step_key=self.step_key)
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=self.total, initial=self.initial, desc=self.desc,
