@@ -111,8 +111,9 @@ def _invalidate(fresh: bool) -> str:
 
     The jupyter-cache knows a notebook's code, not the package it imports: when `ppo_core`
     (other than this module and the launcher) or requirements.txt changed since the cached
-    outputs were made, every notebook runs again. When only this module (the widget renderer) or the site's requirements
-    changed, the pages are rendered again from the cached outputs."""
+    outputs were made, every notebook runs again. When only this module (the widget
+    renderer) or the site's requirements changed, the pages are rendered again from the
+    cached outputs."""
     not_run = {Path(__file__).resolve(), Path(__file__).with_name("__main__.py").resolve()}
     code = [p for p in (ROOT / "ppo_core").rglob("*.py") if p.resolve() not in not_run]
     render = [Path(__file__).resolve(), ROOT / "requirements-book.txt"]
@@ -162,14 +163,18 @@ def main(argv=None) -> int:
         print(f"the site build failed (exit status {e.returncode}); execution reports, if "
               f"any, are in {HTML / 'reports'}", file=sys.stderr)
         return 1
-    print(f"built in {result['seconds']:.0f} s: open {result['index']}")
+    why = {"all": " (ppo_core or requirements.txt changed: every notebook ran again)",
+           "pages": " (the renderer changed: pages redrawn from the cached outputs)"}
+    print(f"built in {result['seconds']:.0f} s{why.get(result['dropped'], '')}: "
+          f"open {result['index']}")
     return 0
 
 
 # --------------------------------------------------------------------------- widgets
 
 def _children(state: dict, model_id: str) -> list[str]:
-    """`model_id` and every widget it refers to ("IPY_MODEL_<id>" in its state), depth first."""
+    """`model_id` and every widget it refers to ("IPY_MODEL_<id>" in its state), breadth
+    first (a box's children in their order)."""
     seen, order, todo = set(), [], [model_id]
     while todo:
         mid = todo.pop(0)
