@@ -317,16 +317,48 @@ def test_cli_help_documents_every_flag(capsys):
 
 
 def test_cli_short_run(tmp_path):
-    log, ck = tmp_path / "x.jsonl", tmp_path / "ck"
+    log, ck, video = tmp_path / "x.jsonl", tmp_path / "ck", tmp_path / "agent.gif"
     proc = subprocess.run(
         [sys.executable, "-m", "ppo_core", "cartpole", "--seed", "0", "--clip-eps", "none",
          "--beta", "0.0", "--lr", "0.003", "--total-steps", "1024", "--num-envs", "16",
          "--num-steps", "16", "--eval-every", "512", "--eval-episodes", "2",
-         "--log", str(log), "--save", str(ck)],
+         "--log", str(log), "--save", str(ck), "--video", str(video),
+         "--tensorboard", str(tmp_path / "tb")],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert len(read_log(log)) == 4 and (ck / "weights.safetensors").exists()
-    assert "steps" in proc.stdout
+    assert "steps" in proc.stdout and f"video: {video}" in proc.stdout
+    assert video.stat().st_size > 0 and list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    # an existing video is refused before any training, unless --overwrite
+    again = [str(a) for a in ("--total-steps", 256, "--eval-every", 0, "--video", video)]
+    assert cli_main(again) == 2
+    assert cli_main(again + ["--overwrite"]) == 0
+
+
+def _balance(obs):
+    """A hand-written CartPole controller: push towards where the pole is falling."""
+    return (obs[:, 2] + 0.5 * obs[:, 3] > 0).astype(np.int64)
+
+
+def test_record_video_writes_a_small_gif(tmp_path):
+    from PIL import Image
+
+    from ppo_core.trainers.rollout import record_video
+
+    info = record_video(_balance, "CartPole-v1", tmp_path / "v.gif", seed=0, max_steps=40)
+    assert (info["steps"], info["return"], info["frames"]) == (40, 40.0, 21)   # frame 0, 2, ..., 40
+    assert info["bytes"] == (tmp_path / "v.gif").stat().st_size < 100_000
+    with Image.open(tmp_path / "v.gif") as gif:
+        assert gif.size == (300, 200) and gif.info.get("loop") == 0
+        durations = []
+        for i in range(gif.n_frames):                 # Pillow merges identical frames
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+    assert 1 < len(durations) <= 21 and sum(durations) == 20 * 40 + 1000    # 50 fps, every 2nd
+    fell = record_video(ActorCritic(4, 2, seed=0), path=tmp_path / "u.gif", max_steps=200)
+    assert fell["steps"] < 200 and fell["frames"] == fell["steps"] // 2 + 1 + fell["steps"] % 2
+    with pytest.raises(ValueError, match="gif"):
+        record_video(_balance, path=tmp_path / "v.mp4")
 
 
 

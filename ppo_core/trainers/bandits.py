@@ -296,7 +296,8 @@ class _AdamStep:
 
 
 def train_bandit_ppo(bandit, cfg: BanditPPOConfig = BanditPPOConfig(), log_path=None,
-                     log: MetricsLog | None = None, overwrite: bool = False) -> list[dict]:
+                     log: MetricsLog | None = None, overwrite: bool = False,
+                     tensorboard_dir=None) -> list[dict]:
     """Train a softmax policy on `bandit` with PPO's composite objective; return the records.
 
     Per update (CleanRL's order): sample B arms from π_θ_old, pull them, Â = R − mean(R);
@@ -320,13 +321,17 @@ def train_bandit_ppo(bandit, cfg: BanditPPOConfig = BanditPPOConfig(), log_path=
         `perf/seconds`.
     A diverged run (θ non-finite or a logit gap > max_logit_gap) writes one last record with
     `bandit/diverged` = 1 and stops. `log_path` (or an open `log`) also writes JSONL; an existing log is
-    replaced only with `overwrite=True`.
+    replaced only with `overwrite=True`. `tensorboard_dir` also writes the records' numbers as
+    TensorBoard scalars (step = `iteration`; not with an open `log`, which has its own).
     """
+    if log is not None and tensorboard_dir is not None:
+        raise ValueError("tensorboard_dir goes with log_path; an open `log` is given its own "
+                         "(MetricsLog(..., tensorboard_dir=...))")
     with torch_threads(1):          # tiny tensors: extra threads only add synchronisation
-        return _train(bandit, cfg, log_path, log, overwrite)
+        return _train(bandit, cfg, log_path, log, overwrite, tensorboard_dir)
 
 
-def _train(bandit, cfg, log_path, log, overwrite=False):
+def _train(bandit, cfg, log_path, log, overwrite=False, tensorboard_dir=None):
     A = int(bandit.means.numel())
     cfg.check_arms(A)
     S, B = cfg.n_seeds, cfg.batch_size
@@ -339,7 +344,8 @@ def _train(bandit, cfg, log_path, log, overwrite=False):
     kl_ctl = make_kl_controller(cfg.beta, cfg.kl_target, cfg.kl_horizon)
     best = int(bandit.means.argmax())
     own_log = log is None
-    log = MetricsLog(log_path, overwrite=overwrite) if own_log else log
+    log = (MetricsLog(log_path, overwrite=overwrite, tensorboard_dir=tensorboard_dir)
+           if own_log else log)
     t0 = time.perf_counter()
     try:
         for it in range(cfg.updates):

@@ -32,12 +32,12 @@ from .checkpoint import (META, WEIGHTS, load_checkpoint, load_optimizer_tensors,
                          save_checkpoint)
 from .config import TrainerConfig, arg, build_parser, check_clip_eps, run_cli
 from .rollout import (ActorCritic, EnvState, Rollout, collect_rollout, evaluate_greedy,
-                      make_envs, rollout_advantages)
+                      make_envs, record_video, rollout_advantages)
 from .run import MinibatchStats, Run, TrainingDiverged, check_finite, check_output_paths, losses_record
 
 __all__ = ["CartPoleConfig", "ActorCritic", "make_envs", "EnvState", "Rollout", "collect_rollout",
-           "rollout_advantages", "train", "evaluate_greedy", "TrainResult", "TrainingDiverged",
-           "save_agent", "load_agent", "cli_main"]
+           "rollout_advantages", "train", "evaluate_greedy", "record_video", "TrainResult",
+           "TrainingDiverged", "save_agent", "load_agent", "cli_main"]
 
 
 _f = arg
@@ -95,6 +95,10 @@ class CartPoleConfig(TrainerConfig):
     save_dir: str | None = _f(None, "checkpoint directory (safetensors weights + JSON config)",
                               flag="--save")
     save_every: int = _f(10, "checkpoint every this many iterations (and at the end)")
+    tensorboard_dir: str | None = _f(None, "also write the log's numbers as TensorBoard scalars "
+                                     "here (step = global_step)", flag="--tensorboard")
+    video_path: str | None = _f(None, "after training, write one greedy episode of the trained "
+                                "agent here as a GIF (200 steps, needs pygame)", flag="--video")
     resume: bool = _f(False, "continue from the checkpoint in save_dir, appending to the log")
     overwrite: bool = _f(False, "replace an existing log and checkpoint instead of refusing")
     threads: int = _f(1, "torch CPU threads while training (a small MLP is fastest on 1)")
@@ -143,6 +147,8 @@ class CartPoleConfig(TrainerConfig):
         if self.num_minibatches > self.batch_size:
             raise ValueError(f"num_minibatches={self.num_minibatches} exceeds the batch of "
                              f"{self.batch_size} transitions")
+        if self.video_path is not None and not str(self.video_path).lower().endswith(".gif"):
+            raise ValueError(f"video_path must end in .gif, got {self.video_path!r}")
         if self.resume and not self.save_dir:
             raise ValueError("resume=True needs save_dir (where the checkpoint is)")
         if self.resume and self.overwrite:
@@ -161,7 +167,8 @@ takes minutes and memory grows without a gain in speed)."""
 class TrainResult:
     """What `train` returns: the records it logged (also in the JSONL file), the trained
     model, the global step at which `target_return` was first reached (None if never),
-    and whether the run was interrupted (KeyboardInterrupt)."""
+    whether the run was interrupted (KeyboardInterrupt), and what `record_video` wrote
+    when `video_path` was set."""
 
     records: list
     model: ActorCritic
@@ -169,6 +176,7 @@ class TrainResult:
     solved_step: int | None = None
     interrupted: bool = False
     stop_signal: int | None = None
+    video: dict | None = None
 
     @property
     def train_seconds(self) -> float:
@@ -235,13 +243,21 @@ def train(config: CartPoleConfig | None = None, **overrides) -> TrainResult:
     Raises TrainingDiverged (naming the iteration) on a non-finite loss or parameter.
     A KeyboardInterrupt ends training cleanly: the log keeps every finished iteration and
     the last checkpoint stays on disk; the result has `interrupted=True`.
+
+    `tensorboard_dir` also writes every record's numbers as TensorBoard scalars (step =
+    `global_step`); `video_path` writes one greedy episode of the trained agent as a GIF
+    (`ppo_core.trainers.rollout.record_video`, seed = `seed`; not after an interrupt).
     """
     cfg = config if config is not None else CartPoleConfig()
     cfg = cfg.replace(**overrides) if overrides else cfg.replace()
     check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume, cfg.overwrite,
-                       checkpoint_files=checkpoint_files)
+                       checkpoint_files=checkpoint_files, tensorboard_dir=cfg.tensorboard_dir,
+                       video_path=cfg.video_path)
     with torch_threads(cfg.threads):
-        return _train(cfg)
+        result = _train(cfg)
+        if cfg.video_path and not result.interrupted:
+            result.video = record_video(result.model, cfg.env_id, cfg.video_path, seed=cfg.seed)
+    return result
 
 
 @dataclass
@@ -308,6 +324,7 @@ def _train(cfg: CartPoleConfig) -> TrainResult:
 
         run = Run(cfg.log_path, resume=cfg.resume, overwrite=cfg.overwrite, total=n_iter,
                   initial=st.iteration, desc="PPO", progress=cfg.progress,
+                  tensorboard_dir=cfg.tensorboard_dir, step_key="global_step",
                   save=save if cfg.save_dir else None, save_every=cfg.save_every,
                   postfix=lambda r: {"eval_return": f"{r['eval/return']:.0f}"} if "eval/return" in r else {})
         with run:
@@ -421,8 +438,9 @@ def cli_parser():
     return build_parser(
         CartPoleConfig, prog="python -m ppo_core cartpole",
         description="Train PPO (actor-critic, GAE, clipped surrogate, optional KL penalty) on a "
-                    "gymnasium task with discrete actions. Writes a JSONL log with --log and "
-                    "safetensors checkpoints with --save.")
+                    "gymnasium task with discrete actions. Writes a JSONL log with --log, "
+                    "TensorBoard scalars with --tensorboard, safetensors checkpoints with "
+                    "--save and the trained agent's episode as a GIF with --video.")
 
 
 def _summary(result: TrainResult, cfg: CartPoleConfig) -> None:
@@ -438,6 +456,12 @@ def _summary(result: TrainResult, cfg: CartPoleConfig) -> None:
         print(f"log: {Path(cfg.log_path)}")
     if cfg.save_dir:
         print(f"checkpoint: {Path(cfg.save_dir)}")
+    if cfg.tensorboard_dir:
+        print(f"tensorboard: {Path(cfg.tensorboard_dir)}  (tensorboard --logdir {cfg.tensorboard_dir})")
+    if result.video:
+        v = result.video
+        print(f"video: {v['path']} ({v['steps']} steps, return {v['return']:.0f}, "
+              f"{v['bytes'] / 1024:.0f} kB)")
 
 
 def cli_main(argv=None) -> int:

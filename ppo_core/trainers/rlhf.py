@@ -119,6 +119,9 @@ class RLHFConfig(TrainerConfig):
                                "(safetensors; none: no checkpoint)", flag="--save")
     save_every: int = arg(0, "also checkpoint every this many iterations (0: only at the end / "
                           "on interrupt)")
+    tensorboard_dir: str | None = arg(None, "also write the log's numbers as TensorBoard scalars "
+                                      "here (step = iteration; none: no TensorBoard)",
+                                      flag="--tensorboard")
     resume: bool = arg(False, "continue the run checkpointed in save_dir: its policy, value head, "
                        "optimizer, β and iteration count, appending to the log")
     overwrite: bool = arg(False, "replace an existing log and checkpoint instead of refusing")
@@ -764,7 +767,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
     if cfg.resume and policy is not None:
         raise ValueError("resume=True continues the policy saved in save_dir; do not pass a policy")
     check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume, cfg.overwrite,
-                       checkpoint_files=checkpoint_files)
+                       checkpoint_files=checkpoint_files, tensorboard_dir=cfg.tensorboard_dir)
     with torch_threads(cfg.threads) if cfg.threads else contextlib.nullcontext():
         st = _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts)
 
@@ -777,6 +780,7 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
 
         run = Run(cfg.log_path, resume=cfg.resume, overwrite=cfg.overwrite, total=cfg.steps,
                   initial=st.iteration, desc="RLHF", progress=cfg.progress,
+                  tensorboard_dir=cfg.tensorboard_dir,
                   save=save if cfg.save_dir else None, save_every=cfg.save_every,
                   callback=callback,
                   postfix=lambda r: {"gold": f"{r['objective/gold_reward']:+.2f}",

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .._checks import NonFiniteError
-from ..metrics import MetricsLog
+from ..metrics import MetricsLog, check_tensorboard_dir
 
 __all__ = ["Run", "TrainingDiverged", "MinibatchStats", "losses_record", "check_finite",
            "check_output_paths"]
@@ -83,7 +83,8 @@ def losses_record(stats: MinibatchStats) -> dict:
 
 
 def check_output_paths(log_path=None, save_dir=None, resume: bool = False,
-                       overwrite: bool = False, checkpoint_files: Callable | None = None) -> None:
+                       overwrite: bool = False, checkpoint_files: Callable | None = None,
+                       tensorboard_dir=None, video_path=None) -> None:
     """Refuse, before any training, output paths that cannot be written or would destroy
     what the user did not ask to replace (`ValueError` naming the path and what to do).
 
@@ -96,6 +97,9 @@ def check_output_paths(log_path=None, save_dir=None, resume: bool = False,
       is accepted only if it holds a checkpoint of this trainer and nothing else —
       `checkpoint_files(folder)` gives the names a checkpoint there consists of (empty: none)
       — *and* the run resumes it or was told to `overwrite` it.
+    * `tensorboard_dir` must not hold event files already, unless `resume` or `overwrite`
+      (`ppo_core.metrics.check_tensorboard_dir`); `video_path`, a file to write after
+      training, must not exist unless `resume` or `overwrite`.
     """
     save = Path(save_dir) if save_dir is not None else None
     if log_path is not None:
@@ -110,6 +114,18 @@ def check_output_paths(log_path=None, save_dir=None, resume: bool = False,
             raise ValueError(f"log {str(log)!r} already holds a run; pass --resume to continue "
                              f"it or --overwrite to replace it (or choose another --log)")
         _check_writable(log.parent, f"log path {str(log)!r}")
+    if tensorboard_dir is not None:
+        check_tensorboard_dir(tensorboard_dir, resume, overwrite)
+        _check_writable(Path(tensorboard_dir), f"tensorboard folder {str(tensorboard_dir)!r}")
+    if video_path is not None:
+        video = Path(video_path)
+        if video.is_dir():
+            raise ValueError(f"video path {str(video)!r} is a folder; give a file name, e.g. "
+                             f"{str(video / 'agent.gif')!r}")
+        if video.exists() and not (resume or overwrite):
+            raise ValueError(f"video {str(video)!r} already exists; pass --overwrite to replace "
+                             f"it (or choose another --video)")
+        _check_writable(video.parent, f"video path {str(video)!r}")
     if save is None:
         return
     if save.exists() and not save.is_dir():
@@ -198,6 +214,9 @@ class Run:
         callback: `callback(record)` after each logged record (e.g. a live plot).
         postfix: `postfix(record) -> dict` of short numbers for the bar.
 
+        tensorboard_dir: also write each record's numbers as TensorBoard scalars there, at
+            step `record[step_key]` (`ppo_core.metrics.MetricsLog`).
+
     After the block: `records`, `interrupted` (the run stopped early on a signal or a
     KeyboardInterrupt), `stop_signal` (the signal number, or None), `saved_at`.
     """
@@ -206,8 +225,10 @@ class Run:
                  keep: Callable | None = None, total: int = 0, initial: int = 0,
                  desc: str = "PPO", progress: bool = False, save: Callable | None = None,
                  save_every: int = 0, callback: Callable | None = None,
-                 postfix: Callable | None = None):
+                 postfix: Callable | None = None, tensorboard_dir=None,
+                 step_key: str = "iteration"):
         self.log_path, self.resume, self.overwrite = log_path, resume, overwrite
+        self.tensorboard_dir, self.step_key = tensorboard_dir, step_key
         self.keep = keep if keep is not None else (lambda r: r.get("iteration", 0) <= initial)
         self.total, self.initial, self.desc, self.progress = total, initial, desc, progress
         self.save, self.save_every = save, save_every
@@ -230,7 +251,8 @@ class Run:
 
     def __enter__(self) -> "Run":
         self.log = MetricsLog(self.log_path, resume=self.resume, keep=self.keep,
-                              overwrite=self.overwrite)
+                              overwrite=self.overwrite, tensorboard_dir=self.tensorboard_dir,
+                              step_key=self.step_key)
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=self.total, initial=self.initial, desc=self.desc,
