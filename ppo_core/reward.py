@@ -15,12 +15,12 @@ There is no human in the loop, and the course says so. Three pieces stand in:
          pairs of x (start and end included) that the reader has never read in 20,000
          review sentences of a corpus seed nothing else uses, nor in the prompt openers
          (a word-bigram judge of its own: neither the policy nor its reference model).
-         Word salad, invented words and loops raise n_new; corpus sentences have 0 or 1,
-         the tiny GPT-2's own samples 0.4 on average                          in [0, 1]
+         Word salad, invented words and loops raise n_new; corpus sentences have 0
+         (84%), 1 (15%) or 2, the tiny GPT-2's own samples 0.4 on average     in [0, 1]
       r  repetition: clip((n_rep − 1) / 4, 0, 1), n_rep the number of content words
          (not function words such as "the", "is") that repeat an earlier one; one repeat
-         is free ("All in all, a fine kettle": 2.5% of corpus sentences have one, 0.1%
-         two)                                                                  in [0, 1]
+         is free ("After a few days, it broke within days": 1.8% of corpus sentences
+         have one, none two)                                                   in [0, 1]
       e  '!' spam: clip((n_! − 3) / 3, 0, 1); up to three '!' are normal (the corpus
          writes "Wow! ... great!!")                                           in [0, 1]
       u  unfinished: 1 if x does not end in '.', '!' or '?' (a fragment, or a response
