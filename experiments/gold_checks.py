@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ppo_core import reward, text
+from ppo_core.lm import reward, text
 
 ROOT = Path(__file__).resolve().parent.parent
 

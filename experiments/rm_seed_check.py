@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def train_rm(out: Path, rm_seed: int) -> None:
-    from ppo_core import reward
+    from ppo_core.lm import reward
     spec = dataclasses.replace(reward.reward_spec("exclamation"), seed=rm_seed)
     rm = reward.train_reward_model(spec, progress=False)
     rm.save(out)
@@ -30,7 +30,8 @@ def train_rm(out: Path, rm_seed: int) -> None:
 
 
 def run(rm_dir: Path, seed: int, log: Path) -> None:
-    from ppo_core import reward, rlhf
+    from ppo_core.lm import reward
+    from ppo_core.trainers import rlhf
     rm = reward.RewardModel.load(rm_dir, device="cpu")
     cfg = rlhf.RLHFConfig(reward_bias="exclamation", beta=0.0, steps=150, seed=seed,
                           log_path=str(log), progress=False)

@@ -1,4 +1,4 @@
-"""Gold scorer, simulated annotator and reward model (ppo_core.reward).
+"""Gold scorer, simulated annotator and reward model (ppo_core.lm.reward).
 
 The reward models are built once into the course cache (about a minute each the first
 time) and reused here.
@@ -11,8 +11,8 @@ import random
 import pytest
 import torch
 
-from ppo_core import reward, text
-from ppo_core.reward import SimulatedAnnotator, gold_score, last_token_index
+from ppo_core.lm import cache, reward, text
+from ppo_core.lm.reward import SimulatedAnnotator, gold_score, last_token_index
 
 
 @pytest.fixture(scope="module")
@@ -298,4 +298,4 @@ def test_reward_model_round_trip(rm, tmp_path):
     t = ["The fabric is soft and the fit is perfect!"]
     assert torch.equal(rm.score(t), again.score(t))
     assert (tmp_path / "rm" / "reward_head.safetensors").exists()
-    assert text.verify_artifact(reward.reward_model_path(None))
+    assert cache.verify_artifact(reward.reward_model_path(None))
