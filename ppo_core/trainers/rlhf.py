@@ -817,7 +817,7 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
         if not bool(torch.isfinite(t).all()):
             raise TrainingDiverged(f"{name} returned non-finite scores "
                                    f"{t[~torch.isfinite(t)][:3].tolist()}")
-    ended = (ro.response_ids == st.tokenizer.eos_token_id).any(dim=1)          # (B,) EOS sampled
+    ended = ((ro.response_ids == st.tokenizer.eos_token_id) & ro.mask).any(dim=1)   # (B,) EOS sampled
     if cfg.missing_eos_penalty is not None:           # cut at the length limit: not an ending
         ro.scores = torch.where(ended, ro.scores, ro.scores - cfg.missing_eos_penalty)
     sync(device)

@@ -23,7 +23,7 @@ from .bandit import show_in
 __all__ = ["RLHFLab", "rlhf_lab", "plot_rlhf_runs"]
 
 _PANELS = [("objective/proxy_reward", "proxy reward (reward model)"),
-           ("objective/gold_reward", "gold reward (VADER)"),
+           ("objective/gold_reward", "gold reward (simulated reader)"),
            ("objective/kl", "KL(π‖π_ref) per sequence [nats]"),
            ("losses/entropy", "entropy per token [nats]"),
            ("losses/clipfrac", "fraction of tokens clipped")]
