@@ -46,7 +46,8 @@ from .rlhf import (_fork_rng, _reference_copy, load_policy_and_tokenizer, sample
                    sequence_logprobs)
 from .run import Run, TrainingDiverged, check_finite, check_output_paths
 
-__all__ = ["DPOConfig", "DPOResult", "PreferencePairs", "preference_pairs", "pair_logprobs",
+__all__ = ["DPOConfig", "DPOResult", "PreferencePairs", "preference_pairs", "config_pairs",
+           "pair_logprobs",
            "train", "build_parser", "cli_main"]
 
 
@@ -69,7 +70,7 @@ class DPOConfig(TrainerConfig):
     max_grad_norm: float = arg(1.0, "gradient-norm clip per step")
     response_len: int = arg(16, "T: maximum tokens per response (pairs and evaluation samples)")
     eval_every: int = arg(5, "sample fresh responses from π_θ and log gold and KL every this many "
-                          "steps (and at the first and last)")
+                          "steps, and at the first and last (0: never; those keys are then None)")
     eval_size: int = arg(32, "prompts per evaluation (drawn from the pool like an RLHF batch)")
     n_prompts: int = arg(256, "size of the prompt pool the pairs and evaluations draw from")
     prompt_seed: int = arg(1, "seed of `ppo_core.lm.text.build_prompts`")
@@ -85,8 +86,10 @@ class DPOConfig(TrainerConfig):
     progress: bool = arg(True, "show a tqdm progress bar")
 
     def validate(self) -> None:
-        for name in ("n_pairs", "steps", "batch_size", "response_len", "eval_every",
-                     "eval_size", "n_prompts"):
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) \
+                or self.eval_every < 0:
+            raise ValueError(f"eval_every must be an int >= 0, got {self.eval_every!r}")
+        for name in ("n_pairs", "steps", "batch_size", "response_len", "eval_size", "n_prompts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -175,6 +178,18 @@ def preference_pairs(ref_model, tokenizer, prompts: list[str], n_pairs: int, ann
         rejected=[texts[2 * k + r] for k, (_, r) in enumerate(pick)])
 
 
+def config_pairs(cfg: "DPOConfig", ref_model, tokenizer, prompts: list[str]) -> PreferencePairs:
+    """The pairs `train` makes for `cfg`: `cfg.n_pairs` from `ref_model`, labelled by the
+    annotators of the reward model for `cfg.reward_bias` (`reward.reward_spec`: τ, bias)."""
+    from ..lm import reward
+
+    spec = reward.reward_spec(cfg.reward_bias)
+    annotator = reward.SimulatedAnnotator(spec.temperature, spec.bias, spec.bias_strength,
+                                          seed=cfg.seed)
+    return preference_pairs(ref_model, tokenizer, prompts, cfg.n_pairs, annotator,
+                            cfg.response_len, cfg.seed, progress=cfg.progress)
+
+
 def _collate(prompt_ids: list[list[int]], response_ids: list[list[int]], pad: int, device):
     """Left-padded prompts, right-padded responses: ids and attention mask `(B, P+T)`,
     response mask `(B, T)`, and P."""
@@ -234,11 +249,7 @@ def _setup(cfg: DPOConfig, policy, tokenizer, ref_model, gold_fn, reward_fn, pro
     prompts = list(prompts) if prompts is not None else text.build_prompts(cfg.n_prompts,
                                                                            cfg.prompt_seed)
     if pairs is None:
-        spec = reward.reward_spec(cfg.reward_bias)        # the reward model's annotators
-        annotator = reward.SimulatedAnnotator(spec.temperature, spec.bias, spec.bias_strength,
-                                              seed=cfg.seed)
-        pairs = preference_pairs(ref_model, tokenizer, prompts, cfg.n_pairs, annotator,
-                                 cfg.response_len, cfg.seed, progress=cfg.progress)
+        pairs = config_pairs(cfg, ref_model, tokenizer, prompts)
     if len(pairs) < cfg.batch_size:
         raise ValueError(f"{len(pairs)} pairs are fewer than batch_size={cfg.batch_size}")
     opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr)
@@ -313,7 +324,7 @@ def _next_batch(cfg: DPOConfig, st: _State) -> list[int]:
 def _step(cfg: DPOConfig, st: _State, it: int) -> dict:
     """Evaluate if due (before the update, like an RLHF rollout), then one DPO gradient step."""
     t0 = time.perf_counter()
-    due = it == 1 or it == cfg.steps or it % cfg.eval_every == 0
+    due = cfg.eval_every > 0 and (it == 1 or it == cfg.steps or it % cfg.eval_every == 0)
     record = {"iteration": it, "episodes": it * cfg.batch_size, "objective/beta": cfg.beta}
     record.update(_evaluate(cfg, st) if due else _NO_EVAL)
     t_eval = time.perf_counter()
