@@ -129,3 +129,19 @@ def test_cli_help_and_usage_error():
     bad = subprocess.run([sys.executable, "-m", "ppo_core", "dpo", "--beta", "0"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2 and "beta" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_evaluating_does_not_change_the_training_run(tiny, prompts, pairs):
+    model, tok = tiny
+    weights = []
+    for every in (0, 1):
+        cfg = DPOConfig(steps=3, batch_size=4, n_pairs=12, lr=1e-3, eval_every=every, eval_size=4,
+                        response_len=8, progress=False, device="cpu")
+        res = dpo.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, prompts=prompts,
+                        pairs=pairs)
+        weights.append(torch.cat([p.detach().flatten() for p in res.policy.parameters()]))
+        losses = [r["losses/policy_loss"] for r in res.records]
+        if every == 0:
+            first = losses
+            assert all(r["objective/gold_reward"] is None for r in res.records)
+    assert losses == first and torch.equal(weights[0], weights[1])

@@ -439,5 +439,5 @@ def test_ptx_corpus_nll_of_the_pretrained_model(tiny):
     # the tiny GPT-2's validation loss at build time was ≈ 1.44 nats per token
     assert 1.0 < nll < 2.0, nll
     ids, attn = ptx.encode_sentences(tok, held[:4])
-    assert float(ptx.lm_nll(model, ids, attn)) == pytest.approx(
+    assert float(ptx.lm_nll(model, ids, attn).detach()) == pytest.approx(
         ptx.corpus_nll(model, tok, held[:4]), rel=1e-4)

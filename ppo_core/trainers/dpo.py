@@ -232,6 +232,7 @@ class _State:
     reward_fn: Callable | None
     device: torch.device
     order: list
+    eval_gen: torch.Generator       # evaluation draws its own randomness: it never changes training
 
 
 def _setup(cfg: DPOConfig, policy, tokenizer, ref_model, gold_fn, reward_fn, prompts,
@@ -255,7 +256,7 @@ def _setup(cfg: DPOConfig, policy, tokenizer, ref_model, gold_fn, reward_fn, pro
     opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr)
     return _State(policy, ref_model, tokenizer, opt, pairs, prompts,
                   torch.Generator().manual_seed(cfg.seed), gold_fn or reward.gold_score,
-                  reward_fn, device, [])
+                  reward_fn, device, [], torch.Generator().manual_seed(cfg.seed + 1))
 
 
 def train(config: DPOConfig | None = None, *, policy=None, tokenizer=None, ref_model=None,
@@ -359,10 +360,14 @@ _NO_EVAL = {"objective/kl": None, "objective/kl_per_token": None, "objective/gol
 @torch.no_grad()
 def _evaluate(cfg: DPOConfig, st: _State) -> dict:
     """Fresh samples from π_θ on `eval_size` prompts of the pool: gold (and proxy), the KL to
-    π_ref (batch mean of Σ_t k1_t), the policy's entropy per token, the response length."""
+    π_ref (batch mean of Σ_t k1_t), the policy's entropy per token, the response length. Its
+    random numbers are its own (`eval_gen`, a forked RNG), so evaluating does not change the
+    training run."""
     n = min(cfg.eval_size, len(st.prompts))
-    idx = torch.randperm(len(st.prompts), generator=st.gen)[:n].tolist()
-    ro = sample_responses(st.policy, st.tokenizer, [st.prompts[i] for i in idx], cfg.response_len)
+    idx = torch.randperm(len(st.prompts), generator=st.eval_gen)[:n].tolist()
+    with _fork_rng(int(torch.randint(2**31 - 1, (1,), generator=st.eval_gen)), st.device):
+        ro = sample_responses(st.policy, st.tokenizer, [st.prompts[i] for i in idx],
+                              cfg.response_len)
     pol = sequence_logprobs(st.policy, ro.input_ids, ro.attention_mask, ro.n_prompt,
                             with_entropy=True)
     ref = sequence_logprobs(st.ref_model, ro.input_ids, ro.attention_mask, ro.n_prompt)
