@@ -104,7 +104,7 @@ def test_a_step_lowers_the_loss_on_its_batch(tiny, pairs):
     for _ in range(2):
         lc, lr = dpo.pair_logprobs(pol, pairs, idx, tok.pad_token_id, dev)
         loss, _ = dpo_loss(lc, lr, rc, rr, beta=0.1)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         opt.zero_grad()
         loss.backward()
         opt.step()

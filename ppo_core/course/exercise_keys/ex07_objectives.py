@@ -113,8 +113,8 @@ CHOOSE_VERIFIABLE = MultipleChoice(
     "d",
     explanation="A verifier gives a reliable scalar reward for any fresh sample, so online RL can "
                 "use it without a learned reward model, and a group baseline needs no critic: "
-                "policy + reference fit. This is DeepSeekMath's GRPO setting (Shao et al. 2024) and "
-                "what Dr. GRPO and DAPO refine. PPO with a critic (a) is what VAPO does for long "
+                "policy + reference fit. It is the setting of DeepSeek-R1's GRPO training with "
+                "rule-based rewards (DeepSeek-AI 2025), which Dr. GRPO and DAPO refine. PPO with a critic (a) is what VAPO does for long "
                 "reasoning when the memory is there; here it is not. Offline DPO (b) and "
                 "rejection-sampling SFT (c) would waste the verifier's ability to score new samples.",
     feedback={"a": "the constraint says a critic of that size does not fit",
