@@ -19,7 +19,7 @@ import torch
 
 from ppo_core.advantages import gae
 from ppo_core.trainers.cartpole import (ActorCritic, CartPoleConfig, EnvState, TrainingDiverged, cli_main,
-                               collect_rollout, evaluate_greedy, load_policy, make_envs,
+                               collect_rollout, evaluate_greedy, load_agent, make_envs,
                                rollout_advantages, train)
 from ppo_core.metrics import read_log
 
@@ -149,7 +149,7 @@ def test_same_seed_gives_identical_log(tmp_path):
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     result = train(CartPoleConfig(seed=0, save_dir=str(tmp_path / "ck"), **SHORT))
-    model, cfg = load_policy(tmp_path / "ck")
+    model, cfg = load_agent(tmp_path / "ck")
     assert (tmp_path / "ck" / "weights.safetensors").exists()
     assert json.loads((tmp_path / "ck" / "checkpoint.json").read_text())["config"]["seed"] == 0
     obs = torch.randn(64, 4)
@@ -224,7 +224,7 @@ def test_keyboard_interrupt_keeps_log_and_checkpoint(tmp_path, monkeypatch):
     assert len(read_log(log)) == 4
     meta = json.loads((ck / "checkpoint.json").read_text())
     assert meta["state"]["iteration"] == 4
-    load_policy(ck)
+    load_agent(ck)
 
 
 def test_resume_after_an_interrupt_does_not_duplicate_iterations(tmp_path, monkeypatch):

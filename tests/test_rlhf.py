@@ -259,7 +259,7 @@ def test_config_rejects_bad_values():
 
 
 def test_cli_help_documents_every_flag():
-    parser = rlhf.build_parser()
+    parser = rlhf.cli_parser()
     for action in parser._actions:
         assert action.help and len(action.help) > 5, action.option_strings
     for flag in ("--model", "--beta", "--clip-eps", "--steps", "--log", "--save"):
@@ -421,7 +421,7 @@ def test_new_options_reject_bad_values():
         RLHFConfig(loss_agg="sum")
     with pytest.raises(ValueError, match="ptx_coef"):
         RLHFConfig(ptx_coef=-1.0)
-    parser = rlhf.build_parser()
+    parser = rlhf.cli_parser()
     cfg = rlhf.config_from_args(RLHFConfig, parser.parse_args(
         ["--advantage", "rloo", "--group-size", "4", "--kl-in", "loss", "--kl-estimator", "k2",
          "--clip-eps-high", "0.28", "--loss-agg", "seq-mean-token-mean", "--ptx-coef", "1"]))
