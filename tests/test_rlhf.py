@@ -531,3 +531,109 @@ def test_a_seeded_run_gives_the_same_numbers_whether_or_not_the_cache_was_built(
     assert json.loads((models.tiny_gpt2_path() / "ppo_course_manifest.json").read_text())["fake"]
     random.seed(5)
     assert first_record() == built
+
+
+# ---- chapter 07's options: group baselines, KL in the loss, clip-higher, loss aggregation, ptx ----
+
+
+def _two_iterations(tiny, prompts, **opts):
+    import copy
+
+    model, tok = tiny
+    cfg = RLHFConfig(steps=2, batch_size=8, minibatch_size=4, response_len=8, update_epochs=1,
+                     lr=1e-3, progress=False, device="cpu", seed=0, **opts)
+    return rlhf.train(cfg, policy=copy.deepcopy(model), tokenizer=tok, reward_fn=gold_score,
+                      gold_fn=gold_score, prompts=prompts)
+
+
+@pytest.mark.parametrize("opts", [
+    dict(advantage="grpo", group_size=4),
+    dict(advantage="dr_grpo", group_size=2, loss_agg="seq-mean-token-sum-norm"),
+    dict(advantage="rloo", group_size=4, loss_agg="seq-mean-token-mean"),
+    dict(advantage="grpo", group_size=4, kl_in="loss", kl_estimator="k3", beta=0.1),
+    dict(kl_in="loss", kl_estimator="k2", clip_eps_high=0.28),
+    dict(ptx_coef=0.5),
+], ids=["grpo", "dr_grpo", "rloo", "grpo_kl_loss", "ppo_k2_loss_clip_higher", "ppo_ptx"])
+def test_new_options_run_two_iterations_and_log_the_same_keys(tiny, prompts, opts):
+    res = _two_iterations(tiny, prompts, **opts)
+    default = _two_iterations(tiny, prompts)
+    assert len(res.records) == 2
+    extra = {"losses/ptx_loss"} if opts.get("ptx_coef") else set()
+    assert set(res.records[-1]) == set(default.records[-1]) | extra
+    assert res.records[-1]["objective/kl"] != 0.0                      # the policy moved
+    if opts.get("advantage", "gae") != "gae":                          # no critic at all
+        for key in ("losses/value_loss", "losses/explained_variance"):
+            assert all(r[key] is None for r in res.records), key
+        head = res.policy.v_head.summary.weight
+        assert head.grad is None or float(head.grad.abs().sum()) == 0.0     # never trained
+    if opts.get("ptx_coef"):
+        assert all(0.5 < r["losses/ptx_loss"] < 4.0 for r in res.records)   # nats per token
+
+
+def test_group_sampling_puts_g_copies_of_each_prompt_in_a_row(tiny, prompts):
+    import copy
+
+    model, tok = tiny
+    cfg = RLHFConfig(steps=1, batch_size=8, minibatch_size=8, group_size=4, advantage="rloo",
+                     progress=False, device="cpu")
+    st = rlhf._setup(cfg, copy.deepcopy(model), tok, None, gold_score, gold_score, prompts)
+    drawn = rlhf._draw_prompts(cfg, st)
+    assert len(drawn) == 8 and drawn[:4] == [drawn[0]] * 4 and drawn[4:] == [drawn[4]] * 4
+    assert drawn[0] != drawn[4]
+
+
+def test_group_advantage_is_broadcast_over_each_response():
+    from ppo_core.advantages import rloo_advantages
+
+    cfg = RLHFConfig(batch_size=4, minibatch_size=4, group_size=2, advantage="rloo")
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    scores = torch.tensor([1.0, 3.0, 0.0, 2.0])
+    rewards, _, _ = token_rewards(scores, torch.zeros(4, 3), torch.zeros(4, 3), mask, 0.1)
+    adv = rlhf._group_advantages(cfg, rewards, mask)
+    expected = rloo_advantages(scores, 2)                     # [−2, 2, −2, 2]
+    assert torch.equal(adv, torch.where(mask, expected[:, None].expand(4, 3), torch.zeros(4, 3)))
+
+
+def test_kl_in_the_reward_enters_the_group_return():
+    # sequence return R − β Σ_t k1_t: the second response drifted 2 nats, at β = 0.5 it pays 1
+    cfg = RLHFConfig(batch_size=2, minibatch_size=2, group_size=2, advantage="dr_grpo")
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    logp = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    rewards, _, _ = token_rewards(torch.tensor([1.0, 1.0]), logp, torch.zeros(2, 2), mask, 0.5)
+    adv = rlhf._group_advantages(cfg, rewards, mask)
+    assert torch.allclose(adv, torch.tensor([[0.5, 0.5], [-0.5, -0.5]]))
+
+
+def test_new_options_reject_bad_values():
+    with pytest.raises(ValueError, match="needs group_size >= 2"):
+        RLHFConfig(advantage="grpo")
+    with pytest.raises(ValueError, match="group_size"):
+        RLHFConfig(batch_size=8, minibatch_size=4, group_size=3)
+    with pytest.raises(ValueError, match="k1 in the loss has zero expected gradient"):
+        RLHFConfig(kl_in="loss")
+    with pytest.raises(ValueError, match="clip_eps_high"):
+        RLHFConfig(clip_eps_high=0.0)
+    with pytest.raises(ValueError, match="loss_agg"):
+        RLHFConfig(loss_agg="sum")
+    with pytest.raises(ValueError, match="ptx_coef"):
+        RLHFConfig(ptx_coef=-1.0)
+    parser = rlhf.cli_parser()
+    cfg = rlhf.config_from_args(RLHFConfig, parser.parse_args(
+        ["--advantage", "rloo", "--group-size", "4", "--kl-in", "loss", "--kl-estimator", "k2",
+         "--clip-eps-high", "0.28", "--loss-agg", "seq-mean-token-mean", "--ptx-coef", "1"]))
+    assert (cfg.advantage, cfg.group_size, cfg.kl_in, cfg.kl_estimator, cfg.clip_eps_high,
+            cfg.loss_agg, cfg.ptx_coef) == ("rloo", 4, "loss", "k2", 0.28,
+                                            "seq-mean-token-mean", 1.0)
+
+
+def test_ptx_corpus_nll_of_the_pretrained_model(tiny):
+    from ppo_core.trainers import ptx
+
+    model, tok = tiny
+    held = ptx.held_out_sentences(64)
+    nll = ptx.corpus_nll(model, tok, held)
+    # the tiny GPT-2's validation loss at build time was ≈ 1.44 nats per token
+    assert 1.0 < nll < 2.0, nll
+    ids, attn = ptx.encode_sentences(tok, held[:4])
+    assert float(ptx.lm_nll(model, ids, attn).detach()) == pytest.approx(
+        ptx.corpus_nll(model, tok, held[:4]), rel=1e-4)

@@ -18,6 +18,13 @@ One iteration, in CleanRL's order (Ziegler et al. 2019; Stiennon et al. 2020; Ou
    clipped value loss (the KL is already in the reward, so the objective's β is 0 here).
 6. Adapt β (fixed, or the proportional controller of `ppo_core.kl_control`), log.
 
+Chapter 07's options change steps 1, 3–5 and nothing else: `group_size` G samples each prompt
+G times; `advantage="grpo"`, `"dr_grpo"` or `"rloo"` replaces GAE with a group baseline on the
+sequence return (no value head, no critic pass: `_group_advantages`); `kl_in="loss"` moves the
+β·KL term from the reward into the loss (k3 as GRPO, or k2); `clip_eps_high` makes the clip
+asymmetric (DAPO); `loss_agg` chooses how per-token losses are averaged; `ptx_coef` adds
+InstructGPT's pre-training term γ·E_corpus[log π(x)] (`ppo_core.trainers.ptx`).
+
 Alignment, spelled out: for a sequence `ids = [prompt (P tokens, left-padded) | response]`
 the logits and the value at position P−1+t belong to the state before response token t and
 score the token at position P+t, hence the slices `logits[:, P-1:-1]`, `values[:, P-1:-1]`
@@ -41,9 +48,9 @@ import torch
 
 from .._checks import finite_tensor, non_negative, positive_finite, unit_interval
 from .._runtime import resolve_device, torch_threads
-from ..advantages import explained_variance, gae
+from ..advantages import explained_variance, gae, group_advantages, rloo_advantages
 from ..kl_control import make_kl_controller
-from ..losses import kl_estimate, ppo_objective
+from ..losses import LOSS_AGGS, kl_estimate, ppo_objective
 from ..masking import logprobs_from_logits, masked_mean, masked_whiten
 from ..value_head import CausalLMWithValueHead, float32_head, lm_forward, position_ids_from_mask
 from .config import MAX_CLIP_EPS, TrainerConfig, arg, build_parser, check_clip_eps, run_cli  # noqa: F401
@@ -70,7 +77,15 @@ class RLHFConfig(TrainerConfig):
                                   "exclamation (annotators who like '!': a proxy the policy can "
                                   "hack)", choices=(None, "exclamation"))
     steps: int = arg(20, "PPO iterations (each: one batch of rollouts, then the update epochs)")
-    batch_size: int = arg(32, "B: prompts, hence episodes, per iteration")
+    batch_size: int = arg(32, "B: episodes per iteration (B/G distinct prompts, each sampled G "
+                          "times)")
+    group_size: int = arg(1, "G: samples per prompt, contiguous in the batch (must divide "
+                          "batch_size; grpo, dr_grpo and rloo need G >= 2)")
+    advantage: str = arg("gae", "advantage estimator: gae (the value head's GAE over tokens, "
+                         "PPO), grpo ((R - mean)/std within each prompt's group; Shao et al. "
+                         "2024), dr_grpo (R - mean; Liu et al. 2025) or rloo (R minus the mean of "
+                         "the other G-1; Ahmadian et al. 2024). The group ones train no critic",
+                         choices=("gae", "grpo", "dr_grpo", "rloo"))
     response_len: int = arg(16, "T: maximum number of generated tokens per response")
     min_response_len: int = arg(0, "EOS is forbidden before this many tokens (benchmarks use T "
                                 "for fixed-length responses; the samples then come from π with "
@@ -79,25 +94,39 @@ class RLHFConfig(TrainerConfig):
     minibatch_size: int = arg(16, "episodes per gradient step (must divide batch_size)")
     lr: float = arg(1e-4, "Adam learning rate for the policy and the value head")
     clip_eps: float = arg(0.2, "ε: clip range of the probability ratio r_t(θ), usually 0.1 to 0.3")
+    clip_eps_high: float | None = arg(None, "ε_high: upper clip 1+ε_high, DAPO's clip-higher "
+                                      "(0.28 in Yu et al. 2025; none: ε)")
+    loss_agg: str = arg("token-mean", "how per-token losses are averaged: token-mean (DAPO; "
+                        "PPO here), seq-mean-token-mean (GRPO's original), "
+                        "seq-mean-token-sum-norm (Dr. GRPO: divided by response_len)",
+                        choices=LOSS_AGGS)
     value_clip_eps: float | None = arg(0.2, "ε_v: clip range of the value update around the old "
                                        "values (none or 0: unclipped)", zero_is_none=True)
     vf_coef: float = arg(0.1, "c_v: weight of the value loss")
     ent_coef: float = arg(0.0, "c_H: entropy bonus (RLHF usually relies on the KL penalty instead)")
-    beta: float = arg(0.05, "β: KL coefficient in the per-token reward (initial value when adaptive)")
+    ptx_coef: float = arg(0.0, "γ: weight of the pre-training term γ·E_corpus[log π(x)] "
+                          "(InstructGPT's PPO-ptx, Ouyang et al. 2022 eq. 2), one corpus batch of "
+                          "minibatch_size sentences per gradient step (0: off)")
+    beta: float = arg(0.05, "β: KL coefficient, in the per-token reward or in the loss (kl_in; "
+                      "initial value when adaptive)")
     kl_target: float | None = arg(None, "adaptive β: KL target in nats per *sequence* (none: β "
                                   "stays fixed)")
     kl_horizon: float = arg(10_000, "adaptive β: the controller's horizon in episodes "
                             "(Ziegler et al. 2019)")
-    kl_estimator: str = arg("k1", "per-token KL estimate in the reward: k1 (the log-ratio), the "
-                            "only one whose score-function gradient is ∇KL(π‖π_ref)",
-                            choices=("k1",))
+    kl_estimator: str = arg("k1", "per-token KL estimate: in the reward only k1 (the log-ratio, "
+                            "the one whose score-function gradient is ∇KL(π‖π_ref)); in the "
+                            "loss (kl_in=loss) k2 (gradient ∇KL(π‖π_ref)) or k3 (GRPO's; its "
+                            "gradient is the reverse KL's)", choices=("k1", "k2", "k3"))
+    kl_in: str = arg("reward", "where β·KL goes: reward (r_t = −β·k_t, PPO-RLHF) or loss (+β·mean "
+                     "k_t, GRPO)", choices=("reward", "loss"))
     missing_eos_penalty: float | None = arg(None, "subtract this from R of every response cut at "
                                             "response_len without an EOS (TRL's "
                                             "missing_eos_penalty; none: no penalty)")
-    gamma: float = arg(1.0, "γ: discount over tokens")
+    gamma: float = arg(1.0, "γ: discount over tokens (gae only)")
     gae_lambda: float = arg(0.95, "λ: GAE parameter over tokens")
-    whiten_advantages: bool = arg(True, "standardise advantages over the response tokens of "
-                                  "each batch")
+    whiten_advantages: bool = arg(True, "standardise GAE advantages over the response tokens of "
+                                  "each batch (gae only: the group baselines are their own "
+                                  "normalisation)")
     temperature: float = arg(1.0, "sampling temperature; the policy trained is "
                              "softmax(logits / temperature)")
     max_grad_norm: float = arg(1.0, "gradient-norm clip per step")
@@ -140,6 +169,7 @@ class RLHFConfig(TrainerConfig):
         if self.batch_size % self.minibatch_size:
             raise ValueError(f"minibatch_size={self.minibatch_size} must divide "
                              f"batch_size={self.batch_size}")
+        self._validate_objective()
         positive_finite(self.lr, "lr")
         positive_finite(self.clip_eps, "clip_eps")
         check_clip_eps(self.clip_eps)
@@ -152,7 +182,7 @@ class RLHFConfig(TrainerConfig):
         if self.kl_target is not None and self.beta <= 0:
             raise ValueError(f"adaptive β (kl_target={self.kl_target}) needs beta > 0, got "
                              f"{self.beta!r}")
-        if self.kl_estimator != "k1":
+        if self.kl_in == "reward" and self.kl_estimator != "k1":
             raise ValueError(KL_IN_REWARD_ERROR.format(kind=self.kl_estimator))
         positive_finite(self.missing_eos_penalty, "missing_eos_penalty", allow_none=True)
         positive_finite(self.adam_eps, "adam_eps")
@@ -174,6 +204,33 @@ class RLHFConfig(TrainerConfig):
             raise ValueError("resume=True needs save_dir (where the checkpoint is)")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other")
+
+    def _validate_objective(self) -> None:
+        """The chapter-07 options: group sampling, advantage, KL placement, clip, ptx."""
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) \
+                or self.group_size < 1 or self.batch_size % self.group_size:
+            raise ValueError(f"group_size must be a positive int that divides batch_size="
+                             f"{self.batch_size}, got {self.group_size!r}")
+        if self.advantage not in ("gae", "grpo", "dr_grpo", "rloo"):
+            raise ValueError(f"advantage must be 'gae', 'grpo', 'dr_grpo' or 'rloo', got "
+                             f"{self.advantage!r}")
+        if self.advantage != "gae" and self.group_size < 2:
+            raise ValueError(f"advantage={self.advantage!r} needs group_size >= 2 (the baseline is "
+                             f"the other samples of the same prompt), got {self.group_size}")
+        if self.kl_in not in ("reward", "loss"):
+            raise ValueError(f"kl_in must be 'reward' or 'loss', got {self.kl_in!r}")
+        if self.kl_in == "loss" and self.kl_estimator == "k1":
+            raise ValueError("kl_in='loss' needs kl_estimator 'k2' (gradient ∇KL(π‖π_ref)) or 'k3' "
+                             "(GRPO's): k1 in the loss has zero expected gradient (chapter 02)")
+        positive_finite(self.clip_eps_high, "clip_eps_high", allow_none=True)
+        if self.loss_agg not in LOSS_AGGS:
+            raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {self.loss_agg!r}")
+        non_negative(self.ptx_coef, "ptx_coef")
+
+    @property
+    def uses_critic(self) -> bool:
+        """Whether the value head is trained and run (GAE), or a group baseline replaces it."""
+        return self.advantage == "gae"
 
     def uses_bf16(self, device) -> bool:
         """Whether bf16 autocast is on for `device`: `bf16` if set, else on CUDA only."""
@@ -490,16 +547,18 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 @torch.no_grad()
 def score_rollout(rollout: TokenRollout, policy: CausalLMWithValueHead, ref_model,
                   reward_fn: Callable, gold_fn: Callable | None = None,
-                  temperature: float = 1.0, bf16: bool = False) -> TokenRollout:
+                  temperature: float = 1.0, bf16: bool = False,
+                  with_values: bool = True) -> TokenRollout:
     """Fill in log π_old, V_old, log π_ref, the reward-model score and the gold score.
 
     Both reward functions take the B full texts (prompt + response) and return `(B,)`.
+    `with_values=False` (no critic: GRPO, RLOO) leaves `values` None.
     """
     pol = sequence_logprobs(policy, rollout.input_ids, rollout.attention_mask, rollout.n_prompt,
-                            temperature, bf16, with_values=True)
+                            temperature, bf16, with_values=with_values)
     ref = sequence_logprobs(ref_model, rollout.input_ids, rollout.attention_mask,
                             rollout.n_prompt, temperature, bf16)
-    rollout.logprobs, rollout.values, rollout.ref_logprobs = pol["logp"], pol["values"], ref["logp"]
+    rollout.logprobs, rollout.values, rollout.ref_logprobs = pol["logp"], pol.get("values"), ref["logp"]
     device = rollout.input_ids.device
     texts = rollout.texts
     rollout.scores = torch.as_tensor(reward_fn(texts), dtype=torch.float32).to(device).reshape(-1)
@@ -642,6 +701,7 @@ class _State:
     reference_source: str | None = None
     """what π_ref was loaded from ("tiny", "gpt2", a path; None: a model passed in), saved with
     each checkpoint so that `resume` rebuilds the same reference"""
+    ptx: object = None            # `ptx.CorpusBatches` when ptx_coef > 0
 
 
 def _models(cfg: RLHFConfig, policy, tokenizer, ref_model, device):
@@ -719,6 +779,10 @@ def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _S
                 make_kl_controller(cfg.beta, cfg.kl_target, cfg.kl_horizon),
                 torch.Generator().manual_seed(cfg.seed), reward_fn, gold_fn, list(prompts),
                 device, cfg.uses_bf16(device), reference_source=source)
+    if cfg.ptx_coef > 0:
+        from .ptx import CorpusBatches
+
+        st.ptx = CorpusBatches(tokenizer, cfg.minibatch_size, seed=cfg.seed)
     if cfg.resume:
         saved = _saved(cfg.save_dir)["state"]
         st.iteration, st.episodes = int(saved.get("iteration", 0)), int(saved.get("episodes", 0))
@@ -803,16 +867,14 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
     if cfg.anneal_lr:                                   # linear decay to 0 over the steps
         st.optimizer.param_groups[0]["lr"] = cfg.lr * (1.0 - (it - 1) / cfg.steps)
     # ---- 1. roll out ---------------------------------------------------------------------
-    idx = torch.randperm(len(st.prompts), generator=st.gen)[:cfg.batch_size]
-    if len(idx) < cfg.batch_size:                       # small pool: draw with replacement
-        idx = torch.randint(len(st.prompts), (cfg.batch_size,), generator=st.gen)
-    ro = sample_responses(st.policy, st.tokenizer, [st.prompts[i] for i in idx.tolist()],
+    ro = sample_responses(st.policy, st.tokenizer, _draw_prompts(cfg, st),
                           cfg.response_len, cfg.temperature, bf16,
                           min_new_tokens=cfg.min_response_len)
     sync(device)
     t_gen = time.perf_counter()
     # ---- 2. score: log π_old, V_old, log π_ref, R, gold -----------------------------------
-    score_rollout(ro, st.policy, st.ref_model, st.reward_fn, st.gold_fn, cfg.temperature, bf16)
+    score_rollout(ro, st.policy, st.ref_model, st.reward_fn, st.gold_fn, cfg.temperature, bf16,
+                  with_values=cfg.uses_critic)
     for name, t in (("reward_fn", ro.scores), ("gold_fn", ro.gold)):
         if not bool(torch.isfinite(t).all()):
             raise TrainingDiverged(f"{name} returned non-finite scores "
@@ -822,17 +884,22 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
         ro.scores = torch.where(ended, ro.scores, ro.scores - cfg.missing_eos_penalty)
     sync(device)
     t_score = time.perf_counter()
-    # ---- 3. per-token reward and 4. GAE over tokens ---------------------------------------
+    # ---- 3. per-token reward and 4. GAE over tokens (or a group baseline) ----------------
     beta = st.kl_ctl.beta
     mask = ro.mask                                                               # (B, T)
-    rewards, kl, dones = token_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, mask, beta,
-                                       cfg.kl_estimator)                         # (B, T) each
-    old_values = torch.where(mask, ro.values, torch.zeros_like(ro.values))       # (B, T)
-    adv, returns = gae(rewards.T, old_values.T, dones.T,                         # time-major (T, B)
-                       torch.zeros(len(mask), device=device), cfg.gamma, cfg.gae_lambda)
-    adv, returns = adv.T.contiguous(), returns.T.contiguous()                    # (B, T)
-    if cfg.whiten_advantages:
-        adv = masked_whiten(adv, mask)
+    in_reward = cfg.kl_in == "reward"               # else the KL term is in the loss (_update)
+    rewards, kl, dones = token_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, mask,
+                                       beta if in_reward else 0.0,
+                                       cfg.kl_estimator if in_reward else "k1")  # (B, T) each
+    if not cfg.uses_critic:
+        adv, returns, old_values = _group_advantages(cfg, rewards, mask), None, None
+    else:
+        old_values = torch.where(mask, ro.values, torch.zeros_like(ro.values))   # (B, T)
+        adv, returns = gae(rewards.T, old_values.T, dones.T,                     # time-major (T, B)
+                           torch.zeros(len(mask), device=device), cfg.gamma, cfg.gae_lambda)
+        adv, returns = adv.T.contiguous(), returns.T.contiguous()                # (B, T)
+        if cfg.whiten_advantages:
+            adv = masked_whiten(adv, mask)
     # ---- 5. epochs × minibatches ----------------------------------------------------------
     stats = _update(cfg, st, ro, adv, returns, old_values)
     sync(device)                                        # the last optimizer step too
@@ -851,9 +918,10 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
         "objective/proxy_reward_std": float(ro.scores.std()) if len(ro.scores) > 1 else 0.0,
         "objective/gold_reward": float(ro.gold.mean()),
         "objective/rlhf_reward": float((ro.scores - beta * seq_kl).mean()),
-        **losses_record(stats), "losses/value_loss": mean.get("value_loss", 0.0),
-        "losses/value_clipfrac": mean.get("value_clipfrac", 0.0),
-        "losses/explained_variance": explained_variance(returns[mask], old_values[mask]),
+        **losses_record(stats), "losses/value_loss": mean.get("value_loss"),      # None: no critic
+        "losses/value_clipfrac": mean.get("value_clipfrac"),
+        "losses/explained_variance": (explained_variance(returns[mask], old_values[mask])
+                                      if cfg.uses_critic else None),
         "charts/response_length": n_tokens / cfg.batch_size, "charts/gradient_steps": stats.steps,
         "charts/eos_fraction": float(ended.float().mean()),
         "charts/learning_rate": st.optimizer.param_groups[0]["lr"],
@@ -867,12 +935,63 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
     }
 
 
+def _draw_prompts(cfg: RLHFConfig, st: _State) -> list[str]:
+    """The batch's B prompts: B/G drawn from the pool without replacement (with, if the pool
+    is smaller), each repeated G times in a row (a group of G contiguous samples)."""
+    n = cfg.batch_size // cfg.group_size
+    idx = torch.randperm(len(st.prompts), generator=st.gen)[:n]
+    if len(idx) < n:                                    # small pool: draw with replacement
+        idx = torch.randint(len(st.prompts), (n,), generator=st.gen)
+    if cfg.group_size > 1:
+        idx = idx.repeat_interleave(cfg.group_size)     # [p0]*G, [p1]*G, ...
+    return [st.prompts[i] for i in idx.tolist()]
+
+
+def _group_advantages(cfg: RLHFConfig, rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The critic-free advantage `(B, T)`: each response's return R(x, y) − β·Σ_t k_t (just
+    R(x, y) with kl_in="loss") against a baseline from the other samples of its prompt
+    (`ppo_core.advantages`: grpo, dr_grpo, rloo), broadcast to every token of the response.
+
+        Â_{i,t} = Â_i  for t < T_i,      0 after the response"""
+    seq_return = rewards.sum(dim=1)                                 # (B,) Σ_t r_t, γ = 1
+    if cfg.advantage == "rloo":
+        a = rloo_advantages(seq_return, cfg.group_size)
+    else:
+        a = group_advantages(seq_return, cfg.group_size, scale_by_std=cfg.advantage == "grpo")
+    return torch.where(mask, a[:, None].expand_as(rewards), torch.zeros_like(rewards))
+
+
+def _objective_options(cfg: RLHFConfig) -> dict:
+    """`ppo_objective`'s chapter-07 options: asymmetric clip and loss aggregation (the
+    defaults add nothing, so PPO's computation is unchanged)."""
+    opts = {}
+    if cfg.clip_eps_high is not None:
+        opts["clip_eps_high"] = cfg.clip_eps_high
+    if cfg.loss_agg != "token-mean":
+        opts.update(loss_agg=cfg.loss_agg, loss_agg_norm=float(cfg.response_len))
+    return opts
+
+
+def _ptx_term(cfg: RLHFConfig, st: _State, mb_stats: dict) -> torch.Tensor:
+    """γ · NLL of one pre-training batch: minimising it adds γ·E_corpus[log π(x)] to the
+    objective (InstructGPT's PPO-ptx). Records the NLL as `ptx_loss`."""
+    from .ptx import lm_nll
+
+    ids, attn = st.ptx.next(st.device)
+    nll = lm_nll(st.policy, ids, attn, st.bf16)                     # nats per token
+    mb_stats["ptx_loss"] = float(nll.detach())
+    return cfg.ptx_coef * nll
+
+
 def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
-            returns: torch.Tensor, old_values: torch.Tensor) -> MinibatchStats:
+            returns: torch.Tensor | None, old_values: torch.Tensor | None) -> MinibatchStats:
     """`update_epochs` passes of minibatches of `ppo_objective` over one rollout; stops after
     an epoch whose mean k3 estimate of KL(π_old‖π_θ) exceeds `target_kl` (CleanRL's rule, the
-    same as CartPole's). Tensors are `(B, T)`."""
+    same as CartPole's). Tensors are `(B, T)`; returns and old_values are None without a
+    critic."""
     stats = MinibatchStats()
+    critic = cfg.uses_critic
+    beta_loss, kl_kind = (st.kl_ctl.beta, cfg.kl_estimator) if cfg.kl_in == "loss" else (0.0, "k3")
     for epoch in range(cfg.update_epochs):
         epoch_kl = []
         perm = torch.randperm(cfg.batch_size, generator=st.gen).to(st.device)
@@ -880,13 +999,16 @@ def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
             mb = perm[start:start + cfg.minibatch_size]                          # (b,)
             new = sequence_logprobs(st.policy, ro.input_ids[mb], ro.attention_mask[mb],
                                     ro.n_prompt, cfg.temperature, st.bf16,
-                                    with_values=True, with_entropy=True)         # (b, T) each
+                                    with_values=critic, with_entropy=True)       # (b, T) each
             loss, mb_stats = ppo_objective(                 # every tensor below is (b, T)
                 new["logp"], ro.logprobs[mb], adv[mb], cfg.clip_eps, mask=ro.mask[mb],
-                ref_logp=ro.ref_logprobs[mb], beta=0.0, kl_kind="k3",
-                values=new["values"], old_values=old_values[mb], returns=returns[mb],
+                ref_logp=ro.ref_logprobs[mb], beta=beta_loss, kl_kind=kl_kind,
+                values=new.get("values"), old_values=old_values[mb] if critic else None,
+                returns=returns[mb] if critic else None,
                 value_clip_eps=cfg.value_clip_eps, vf_coef=cfg.vf_coef,
-                entropy=new["entropy"], ent_coef=cfg.ent_coef)
+                entropy=new["entropy"], ent_coef=cfg.ent_coef, **_objective_options(cfg))
+            if st.ptx is not None:                                 # InstructGPT's γ·E[log π(x)]
+                loss = loss + _ptx_term(cfg, st, mb_stats)
             check_finite(loss, f"the PPO loss (epoch {epoch})")
             st.optimizer.zero_grad(set_to_none=True)
             loss.backward()

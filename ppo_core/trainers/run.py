@@ -52,7 +52,7 @@ _LOSS_KEYS = {"policy_loss": "losses/policy_loss", "value_loss": "losses/value_l
               "entropy": "losses/entropy", "approx_kl": "losses/approx_kl",
               "approx_kl_k3": "losses/approx_kl_k3", "clipfrac": "losses/clipfrac",
               "value_clipfrac": "losses/value_clipfrac", "kl_ref": "losses/kl_ref",
-              "grad_norm": "losses/grad_norm"}
+              "grad_norm": "losses/grad_norm", "ptx_loss": "losses/ptx_loss"}
 
 
 class MinibatchStats:
