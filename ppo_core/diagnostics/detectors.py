@@ -47,7 +47,8 @@ def detect_kl_blowup(records: list[dict], kl_target: float | None = None) -> Fin
       any update exceeds `LOG_RATIO_LIMIT` = log 1.3 (the course's alarm: a mean log-ratio
       5–25× the 0.01–0.05 per-update KL that PPO implementations target);
     * the KL to the reference (`objective/kl`) runs away: with β > 0 it rises significantly
-      (late vs early mean, SIG·SE) while the penalised objective J = R − β·KL falls
+      (late vs early mean, SIG·SE), is not ≈ 0 (late KL per token above `KL_NEAR_ZERO` of the
+      entropy, where the log has both), while the penalised objective J = R − β·KL falls
       significantly (R: `objective/proxy_reward`, or the bandit's `charts/expected_reward`).
       On the way to the optimum of its own objective, π* ∝ π_ref·e^{R/β}, a policy never pays
       more KL than it gains reward: KL(π*‖π_ref) ≤ (E_π*[R] − E_ref[R])/β. A KL that grows while
@@ -81,7 +82,11 @@ def detect_kl_blowup(records: list[dict], kl_target: float | None = None) -> Fin
         e, l = _window(n, EARLY_FRAC), _window(n, LATE_FRAC)
         rkey = next((k for k in ("objective/proxy_reward", "charts/expected_reward")
                      if _series(records, k)[1].size == n), None)
-        if rkey is not None and beta.size == n and np.median(beta) > 0:
+        _, klt_all = _series(records, "objective/kl_per_token")
+        _, ent_all = _series(records, "losses/entropy")
+        near_zero = (klt_all.size >= MIN_POINTS and ent_all.size == klt_all.size and
+                     float(np.median(klt_all[-l:])) <= KL_NEAR_ZERO * float(np.median(ent_all[-l:])))
+        if rkey is not None and beta.size == n and np.median(beta) > 0 and not near_zero:
             r = _series(records, rkey)[1]
             j = r - beta * kl                                    # J = R − β·KL, per record
             dj, se_j = _gain(j)

@@ -299,3 +299,15 @@ def cached_build(name: str, builder, rebuild: bool = False, threads: int | None 
         atomic_build(final, build, info)
     return final
 
+
+
+def manifest_files(directory, marker: str) -> set[str]:
+    """The files of a build in `directory` as its manifest lists them (the manifest included),
+    if the manifest lists `marker` (the file that says what kind of build it is); else the
+    empty set. Used to tell a trainer's own checkpoint from a folder of other files."""
+    d = Path(directory)
+    try:
+        listed = json.loads((d / _MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return (set(listed) | {_MANIFEST}) if marker in listed else set()

@@ -282,7 +282,7 @@ def train(config: DPOConfig | None = None, *, policy=None, tokenizer=None, ref_m
     if not isinstance(cfg, DPOConfig):
         raise ValueError(f"config must be a DPOConfig, got {type(cfg).__name__}")
     check_output_paths(cfg.log_path, cfg.save_dir, False, cfg.overwrite,
-                       checkpoint_marker=CHECKPOINT_META)
+                       checkpoint_files=checkpoint_files)
     with torch_threads(cfg.threads) if cfg.threads else contextlib.nullcontext():
         st = _setup(cfg, policy, tokenizer, ref_model, gold_fn, reward_fn, prompts, pairs)
         run = Run(cfg.log_path, overwrite=cfg.overwrite, total=cfg.steps, desc="DPO",
@@ -298,6 +298,13 @@ def train(config: DPOConfig | None = None, *, policy=None, tokenizer=None, ref_m
 
 
 CHECKPOINT_META = "dpo_config.json"
+
+
+def checkpoint_files(directory) -> set[str]:
+    """The files of a DPO checkpoint in `directory` (empty if it holds none)."""
+    from ..lm.cache import manifest_files
+
+    return manifest_files(directory, CHECKPOINT_META)
 
 
 def _save(st: _State, cfg: DPOConfig) -> Path:

@@ -320,14 +320,9 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 def checkpoint_files(directory) -> set[str]:
     """The files of an RLHF checkpoint in `directory`, as its manifest lists them (empty if
     the folder holds none)."""
-    from ..lm.cache import _MANIFEST
+    from ..lm.cache import manifest_files
 
-    d = Path(directory)
-    try:
-        listed = json.loads((d / _MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()
-    return (set(listed) | {_MANIFEST}) if CHECKPOINT_META in listed else set()
+    return manifest_files(directory, CHECKPOINT_META)
 
 
 def save_policy(policy: CausalLMWithValueHead, tokenizer, path, config: RLHFConfig | None = None,
