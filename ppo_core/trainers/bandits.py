@@ -30,6 +30,7 @@ from .._checks import as_tensor, non_negative, positive_finite
 from ..kl_control import make_kl_controller
 from ..losses import categorical_kl, entropy_from_logits, ppo_objective
 from ..metrics import MetricsLog, is_diverged
+from .run import Run
 from .config import TrainerConfig, arg
 
 __all__ = ["BernoulliBandit", "GaussianBandit", "make_bandit", "softmax_policy", "log_probs",
@@ -334,7 +335,7 @@ def train_bandit_ppo(bandit, cfg: BanditPPOConfig = BanditPPOConfig(), log_path=
 def _train(bandit, cfg, log_path, log, overwrite=False, tensorboard_dir=None):
     A = int(bandit.means.numel())
     cfg.check_arms(A)
-    S, B = cfg.n_seeds, cfg.batch_size
+    S = cfg.n_seeds
     g = torch.Generator().manual_seed(cfg.seed)
     theta0 = (torch.zeros(A) if cfg.init_logits is None
               else torch.as_tensor(cfg.init_logits, dtype=torch.float32))
@@ -343,70 +344,76 @@ def _train(bandit, cfg, log_path, log, overwrite=False, tensorboard_dir=None):
     step = _sgd_step if cfg.optimizer == "sgd" else _AdamStep(theta)
     kl_ctl = make_kl_controller(cfg.beta, cfg.kl_target, cfg.kl_horizon)
     best = int(bandit.means.argmax())
-    own_log = log is None
-    log = (MetricsLog(log_path, overwrite=overwrite, tensorboard_dir=tensorboard_dir)
-           if own_log else log)
+    if log is not None:                      # an open log from the caller: write into it
+        _loop(bandit, cfg, log.write, theta, ref_logits, step, kl_ctl, best, g)
+        return log.records
+    run = Run(log_path, overwrite=overwrite, tensorboard_dir=tensorboard_dir, total=cfg.updates,
+              desc="bandit PPO")
+    with run:
+        _loop(bandit, cfg, run.log_record, theta, ref_logits, step, kl_ctl, best, g,
+              iterations=run.iterations(0, cfg.updates))
+    return run.records
+
+
+def _loop(bandit, cfg, write, theta, ref_logits, step, kl_ctl, best, g, iterations=None):
+    """The updates, in CleanRL's order; `write(record)` logs each one. θ and π_ref `(S, A)`."""
+    S, B = cfg.n_seeds, cfg.batch_size
     t0 = time.perf_counter()
-    try:
-        for it in range(cfg.updates):
-            # ---- roll out: B pulls per seed from π_θ_old
+    for it in (i - 1 for i in iterations) if iterations is not None else range(cfg.updates):
+        # ---- roll out: B pulls per seed from π_θ_old
+        with torch.no_grad():
+            old_logits = theta.detach().clone()                          # (S, A)
+            actions = torch.multinomial(softmax_policy(old_logits), B, replacement=True,
+                                        generator=g)                     # (S, B)
+            rewards = bandit.pull(actions, g)                            # (S, B)
+            old_logp = log_probs(old_logits, actions)                    # (S, B)
+            adv = rewards - rewards.mean(-1, keepdim=True) if cfg.baseline else rewards
+        beta = kl_ctl.beta
+        # ---- epochs of full-batch steps on the same batch
+        clipfracs, bad = [], False
+        for _ in range(cfg.update_epochs):
+            logp = log_probs(theta, actions)                             # (S, B)
+            kl_ref = exact_kl(theta, ref_logits)                          # (S,)
+            ent = (entropy(theta).unsqueeze(-1).expand(S, B)             # (S, B)
+                   if cfg.ent_coef > 0 else None)
+            loss, stats = ppo_objective(
+                logp, old_logp, adv, cfg.clip_eps, beta=beta,
+                kl=kl_ref.unsqueeze(-1).expand(S, B), entropy=ent, ent_coef=cfg.ent_coef)
+            # mean over (S, B) × S = Σ_s (seed s's own loss): each seed gets its own gradient
+            (grad,) = torch.autograd.grad(loss * S, theta)
+            step(theta, grad, cfg.lr)
+            clipfracs.append(stats["clipfrac"])
             with torch.no_grad():
-                old_logits = theta.detach().clone()                          # (S, A)
-                actions = torch.multinomial(softmax_policy(old_logits), B, replacement=True,
-                                            generator=g)                     # (S, B)
-                rewards = bandit.pull(actions, g)                            # (S, B)
-                old_logp = log_probs(old_logits, actions)                    # (S, B)
-                adv = rewards - rewards.mean(-1, keepdim=True) if cfg.baseline else rewards
-            beta = kl_ctl.beta
-            # ---- epochs of full-batch steps on the same batch
-            clipfracs, bad = [], False
-            for _ in range(cfg.update_epochs):
-                logp = log_probs(theta, actions)                             # (S, B)
-                kl_ref = exact_kl(theta, ref_logits)                          # (S,)
-                ent = (entropy(theta).unsqueeze(-1).expand(S, B)             # (S, B)
-                       if cfg.ent_coef > 0 else None)
-                loss, stats = ppo_objective(
-                    logp, old_logp, adv, cfg.clip_eps, beta=beta,
-                    kl=kl_ref.unsqueeze(-1).expand(S, B), entropy=ent, ent_coef=cfg.ent_coef)
-                # mean over (S, B) × S = Σ_s (seed s's own loss): each seed gets its own gradient
-                (grad,) = torch.autograd.grad(loss * S, theta)
-                step(theta, grad, cfg.lr)
-                clipfracs.append(stats["clipfrac"])
-                with torch.no_grad():
-                    gap = theta.max(-1).values - theta.min(-1).values      # (S,)
-                    if not bool(torch.isfinite(gap).all()) or float(gap.max()) > cfg.max_logit_gap:
-                        bad = True
-                        break
-            if bad:
-                log.write({"iteration": it, "bandit/diverged": 1,
-                           "charts/episodic_return": float(rewards.mean()),
-                           "objective/beta": beta, "perf/seconds": time.perf_counter() - t0})
-                break
-            # ---- statistics of the update, exact where the action set allows
-            with torch.no_grad():
-                new = theta.detach()
-                pi = softmax_policy(new)                                     # (S, A)
-                kl_now = float(exact_kl(new, ref_logits).mean())
-                kl_ctl.update(kl_now, B)
-                rec = {
-                    "iteration": it,
-                    "charts/episodic_return": float(rewards.mean()),
-                    "charts/expected_reward": float((pi * bandit.means).sum(-1).mean()),
-                    "losses/policy_loss": stats["policy_loss"],
-                    "losses/approx_kl": stats["approx_kl"],
-                    "losses/clipfrac": sum(clipfracs) / len(clipfracs),
-                    "losses/entropy": float(entropy(new).mean()),
-                    "objective/kl": kl_now,
-                    "objective/beta": beta,
-                    "bandit/kl_step": float(exact_kl(old_logits, new).mean()),
-                    "bandit/p_best": float(pi[:, best].mean()),
-                    "bandit/frac_best": float((pi.argmax(-1) == best).float().mean()),
-                    "bandit/probs": pi.mean(0).tolist(),
-                    "bandit/diverged": 0,
-                    "perf/seconds": time.perf_counter() - t0,
-                }
-            log.write(rec)
-    finally:
-        if own_log:
-            log.close()
-    return log.records
+                gap = theta.max(-1).values - theta.min(-1).values      # (S,)
+                if not bool(torch.isfinite(gap).all()) or float(gap.max()) > cfg.max_logit_gap:
+                    bad = True
+                    break
+        if bad:
+            write({"iteration": it, "bandit/diverged": 1,
+                   "charts/episodic_return": float(rewards.mean()),
+                   "objective/beta": beta, "perf/seconds": time.perf_counter() - t0})
+            break
+        # ---- statistics of the update, exact where the action set allows
+        with torch.no_grad():
+            new = theta.detach()
+            pi = softmax_policy(new)                                     # (S, A)
+            kl_now = float(exact_kl(new, ref_logits).mean())
+            kl_ctl.update(kl_now, B)
+            rec = {
+                "iteration": it,
+                "charts/episodic_return": float(rewards.mean()),
+                "charts/expected_reward": float((pi * bandit.means).sum(-1).mean()),
+                "losses/policy_loss": stats["policy_loss"],
+                "losses/approx_kl": stats["approx_kl"],
+                "losses/clipfrac": sum(clipfracs) / len(clipfracs),
+                "losses/entropy": float(entropy(new).mean()),
+                "objective/kl": kl_now,
+                "objective/beta": beta,
+                "bandit/kl_step": float(exact_kl(old_logits, new).mean()),
+                "bandit/p_best": float(pi[:, best].mean()),
+                "bandit/frac_best": float((pi.argmax(-1) == best).float().mean()),
+                "bandit/probs": pi.mean(0).tolist(),
+                "bandit/diverged": 0,
+                "perf/seconds": time.perf_counter() - t0,
+            }
+        write(rec)
