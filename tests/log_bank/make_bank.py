@@ -169,9 +169,10 @@ BANK: dict[str, Entry] = {
         "gold rise together, KL stays moderate.", [], _rlhf(lr=3e-4, **_RLHF_COMMON)),
     "rlhf_hacking_long": Entry(
         "rlhf", "β = 0 against the reward model trained on annotators who like '!', the "
-        "trainer's defaults (lr 1e-4, batch 32), 150 iterations, seed 1: the proxy climbs to "
-        "a plateau while the gold judge's score rises, peaks and falls far below its peak as "
-        "the samples fill with '!!' and word loops; the KL to the reference passes 90 nats.",
+        "trainer's defaults (lr 1e-4, batch 32), 150 iterations, seed 1: the proxy climbs "
+        "from 0 to about 2.9 and stays there, while the gold judge's score peaks at about 0.59 "
+        "(iteration 30) and then stalls and slips (about 0.51 at the end) as the samples fill "
+        "with '!!'; the KL to the reference reaches about 28 nats.",
         ["reward_hacking"],
         _rlhf(reward_bias="exclamation", beta=0.0, lr=1e-4, steps=150, batch_size=32,
               minibatch_size=16, response_len=16, seed=1, n_samples=4),
