@@ -618,7 +618,8 @@ def test_new_options_reject_bad_values():
     with pytest.raises(ValueError, match="ptx_coef"):
         RLHFConfig(ptx_coef=-1.0)
     parser = rlhf.cli_parser()
-    cfg = rlhf.config_from_args(RLHFConfig, parser.parse_args(
+    from ppo_core.trainers.config import config_from_args
+    cfg = config_from_args(RLHFConfig, parser.parse_args(
         ["--advantage", "rloo", "--group-size", "4", "--kl-in", "loss", "--kl-estimator", "k2",
          "--clip-eps-high", "0.28", "--loss-agg", "seq-mean-token-mean", "--ptx-coef", "1"]))
     assert (cfg.advantage, cfg.group_size, cfg.kl_in, cfg.kl_estimator, cfg.clip_eps_high,
