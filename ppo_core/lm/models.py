@@ -31,7 +31,7 @@ from .._runtime import quiet_loading, resolve_device
 from .cache import _build_threads, cached_build, spec_key
 from .text import _CORPUS_VERSION, build_corpus, prepare_tokenizer, train_tokenizer
 
-__all__ = ["GPT2Spec", "tiny_gpt2_spec", "gpt2_small_spec", "tiny_gpt2_path", "gpt2_small_path",
+__all__ = ["GPT2Spec", "tiny_gpt2_spec", "gpt2_small_spec", "tiny_gpt2_path", "gpt2_small_path", "lm_batch",
            "load_policy", "check_pretrained_folder", "gpt2_small_config"]
 
 
@@ -130,7 +130,7 @@ def _pretrain_gpt2(out_dir: Path, spec: GPT2Spec, device, desc: str) -> dict:
             "n_params": model.num_parameters()}
 
 
-def _lm_batch(seqs: list[list[int]], eos: int, device):
+def lm_batch(seqs: list[list[int]], eos: int, device):
     """Right-padded `(B, T)` ids, attention mask and labels (−100 on padding; the final EOS
     of each sentence is a target)."""
     import torch
@@ -182,7 +182,7 @@ def _pretrain_steps(model, train_ids, spec: GPT2Spec, eos: int, device, autocast
     for step in bar:
         if not queue:
             queue = _epoch_batches(train_ids, spec.batch_size, g)
-        x, m, labels = _lm_batch([train_ids[i] for i in queue.pop()], eos, device)
+        x, m, labels = lm_batch([train_ids[i] for i in queue.pop()], eos, device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         with autocast:
@@ -208,7 +208,7 @@ def _validation_loss(model, val_ids, eos: int, device, autocast) -> float:
     with torch.no_grad():
         vl = []
         for i in range(0, len(val_ids), 256):
-            x, m, labels = _lm_batch(val_ids[i: i + 256], eos, device)
+            x, m, labels = lm_batch(val_ids[i: i + 256], eos, device)
             with autocast:
                 vl.append(float(model(input_ids=x, attention_mask=m, labels=labels).loss))
     return sum(vl) / len(vl)

@@ -40,12 +40,9 @@ def encode_sentences(tokenizer, sentences: list[str], max_len: int = 64):
     eos = tokenizer.eos_token_id
     seqs = [tokenizer(s, add_special_tokens=False)["input_ids"][: max_len - 1] + [eos]
             for s in sentences]
-    L = max(len(q) for q in seqs)
-    ids = torch.full((len(seqs), L), eos, dtype=torch.long)
-    attn = torch.zeros((len(seqs), L), dtype=torch.long)
-    for i, q in enumerate(seqs):
-        ids[i, :len(q)] = torch.tensor(q)
-        attn[i, :len(q)] = 1
+    from ..lm.models import lm_batch
+
+    ids, attn, _ = lm_batch(seqs, eos, "cpu")
     return ids, attn
 
 
