@@ -31,8 +31,8 @@ from .._runtime import quiet_loading, resolve_device
 from .cache import _build_threads, cached_build, spec_key
 from .text import _CORPUS_VERSION, build_corpus, prepare_tokenizer, train_tokenizer
 
-__all__ = ["GPT2Spec", "tiny_gpt2_spec", "gpt2_small_spec", "tiny_gpt2_path", "gpt2_small_path", "lm_batch",
-           "load_policy", "check_pretrained_folder", "gpt2_small_config"]
+__all__ = ["GPT2Spec", "tiny_gpt2_spec", "gpt2_small_spec", "tiny_gpt2_path", "gpt2_small_path",
+           "lm_batch", "load_policy", "check_pretrained_folder", "gpt2_small_config"]
 
 
 @dataclass(frozen=True)
