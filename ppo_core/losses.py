@@ -333,7 +333,9 @@ def kl_penalty(logp, ref_logp, beta, kind: str = "k2", mask=None) -> torch.Tenso
 
     Returns a 0-dim tensor (a loss term to *add*). β ≥ 0. The default is k2 because this is
     a *loss* term: k2's gradient is ∇KL(π‖π_ref) on-policy, while k1's expected gradient is
-    zero and k3's is that of the reverse KL(π_ref‖π) (see `kl_estimate`).
+    zero and k3's is that of the reverse KL(π_ref‖π) (see `kl_estimate`). These hold per
+    state; over a sequence a loss term gives each token's KL gradient with its prefix held
+    fixed, while k1 in the reward (γ = 1) gives the whole sequence's (chapter 02).
     """
     b = non_negative(beta, "beta")
     est = non_empty(kl_estimate(logp, ref_logp, kind), "logp")
