@@ -699,12 +699,13 @@ class _State:
     ptx: object = None            # `ptx.CorpusBatches` when ptx_coef > 0
 
 
-def _models(cfg: RLHFConfig, policy, tokenizer, ref_model, device):
-    """(policy with value head, frozen π_ref, tokenizer) on `device`. Resuming: the policy and
-    its value head come from `save_dir`, π_ref is rebuilt from the run's original model."""
+def _models(cfg: RLHFConfig, policy, tokenizer, ref_model, device, saved: dict | None = None):
+    """(policy with value head, frozen π_ref, tokenizer) on `device`. Resuming (`saved`: the
+    checkpoint's counters): the policy and its value head come from `save_dir`, π_ref is
+    rebuilt from the run's original model."""
     if cfg.resume:
         lm, tokenizer = load_policy_and_tokenizer(cfg.save_dir, device, what="checkpoint (--save)")
-        source = _saved(cfg.save_dir)["state"].get("reference")
+        source = saved.get("reference")
         if ref_model is None and source is None:
             raise ValueError(f"the run in {cfg.save_dir!r} started from a model passed in as "
                              f"`policy`; pass its reference as `ref_model` to resume it")
@@ -755,10 +756,11 @@ def _saved(save_dir) -> dict:
 def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _State:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
+    saved = _saved(cfg.save_dir)["state"] if cfg.resume else {}    # the checkpoint's counters
     source = None                                 # what π_ref comes from, for `resume`
     if ref_model is None and policy is None:
-        source = _saved(cfg.save_dir)["state"].get("reference") if cfg.resume else cfg.model
-    policy, ref_model, tokenizer = _models(cfg, policy, tokenizer, ref_model, device)
+        source = saved.get("reference") if cfg.resume else cfg.model
+    policy, ref_model, tokenizer = _models(cfg, policy, tokenizer, ref_model, device, saved)
     if reward_fn is None or gold_fn is None:
         default_rm, default_gold = _default_rewards(cfg, device)
         reward_fn, gold_fn = reward_fn or default_rm, gold_fn or default_gold
@@ -779,7 +781,6 @@ def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _S
 
         st.ptx = CorpusBatches(tokenizer, cfg.minibatch_size, seed=cfg.seed)
     if cfg.resume:
-        saved = _saved(cfg.save_dir)["state"]
         st.iteration, st.episodes = int(saved.get("iteration", 0)), int(saved.get("episodes", 0))
         st.kl_ctl.beta = float(saved.get("beta", st.kl_ctl.beta))
         opt = Path(cfg.save_dir) / OPTIMIZER_FILE
