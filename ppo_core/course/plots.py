@@ -244,7 +244,9 @@ def plot_adaptive_beta(records: list[dict], target: float, axes=None, title: str
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), constrained_layout=True)
     else:
         fig = axes[0].figure
-    x = series(records, "iteration") + 1
+    x = series(records, "iteration")
+    zero_based = bool(len(x)) and x[0] == 0            # the bandit counts updates from 0
+    x = x + 1 if zero_based else x
     axes[0].plot(x, series(records, "objective/beta"), color=_COLORS[3])
     axes[0].set_title("β (adaptive)")
     axes[1].plot(x, series(records, "objective/kl"), color=_COLORS[0], label="KL(π‖π_ref)")
@@ -252,7 +254,7 @@ def plot_adaptive_beta(records: list[dict], target: float, axes=None, title: str
     axes[1].set_title("KL to the reference")
     axes[1].legend(fontsize=8)
     for ax in axes:
-        ax.set_xlabel("update")
+        ax.set_xlabel("update" if zero_based else "iteration")
     if title:
         fig.suptitle(title)
     return fig

@@ -458,8 +458,16 @@ def detect_entropy_collapse(records: list[dict]) -> Finding | None:
         fix="The policy became (near-)deterministic too soon: lower the learning rate, keep the "
             "clip, add an entropy bonus (ent_coef) or, in RLHF, a larger β to the reference; "
             "check the sampling temperature.",
-        summary="Entropy fell to near zero" + (" and the samples repeat." if dup >= DUPLICATE_FRACTION
-                                               else " in a harmful way."))
+        summary=_collapse_summary("losses/entropy" in evidence, dup >= DUPLICATE_FRACTION))
+
+
+def _collapse_summary(entropy_fell: bool, samples_repeat: bool) -> str:
+    """What `detect_entropy_collapse` found: the entropy rule, the duplicate rule, or both."""
+    if entropy_fell and samples_repeat:
+        return "Entropy fell to near zero and the samples repeat."
+    if entropy_fell:
+        return "Entropy fell to near zero in a harmful way."
+    return "The samples repeat: most late responses are one and the same text (mode collapse)."
 
 
 def detect_value_failure(records: list[dict]) -> Finding | None:

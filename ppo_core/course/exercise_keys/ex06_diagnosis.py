@@ -61,18 +61,19 @@ def _samples(recs):
 C1_WHAT = MultipleChoice(
     "c1_what", "What happened to the ε = 10 run?",
     {"a": "reward hacking: the policy learnt the reward model's taste for \"!\" and exploits it",
-     "b": "oversized updates collapsed the policy onto one phrase (entropy ≈ 0), then into a "
-          "word loop",
+     "b": "an oversized update threw the policy out of its trust region, into a word loop: the KL "
+          "to the reference jumped several-fold in one iteration",
      "c": "the value head failed, so the advantages were noise",
      "d": "β was too large, so the policy could not move"},
     "b",
     explanation="Without the clip, 4 epochs at lr 1e-3 take per-update steps with approx_kl of "
-                "tenths of a nat, peaking above one nat (the KL panel, log scale), where PPO "
-                "implementations aim for 0.01–0.03 per update. Entropy falls to ≈ 0: every "
-                "sample becomes nearly the same ' works perfectly.'; then a few more oversized "
-                "updates tip it into a loop (' perfectly. perfectly. perfectly. …') and gold falls "
-                "below zero. Gold rose fastest at first (big steps are fast while they point the "
-                "right way), then fell once the diversity was gone.",
+                "tenths of a nat, peaking above one nat (the approx_kl panel, log scale), where "
+                "PPO implementations aim for 0.01–0.03 per update. Both runs end up writing "
+                "nearly one phrase (' works perfectly.'; entropy near 0 in both); what sets "
+                "ε = 10 apart is that one more oversized update tipped it into a loop "
+                "(' perfectly. perfectly. perfectly. …'): the KL to the reference jumped from "
+                "about 13 to about 100 nats in one iteration and gold fell below zero. Gold rose "
+                "fastest at first (big steps are fast while they point the right way).",
     feedback={"a": "the samples contain no '!' (this run uses the unbiased reward model); look "
                    "at entropy",
               "c": "nothing here reads the value head; look at entropy and approx_kl",
@@ -140,6 +141,10 @@ C5_MONITOR = MultipleChoice(
      "d": "agreement of the reward model with fresh human labels on current outputs, plus the "
           "live KL"},
     "d",
+    feedback={"a": "in case 5 the proxy of the late samples is at its ceiling while gold fell: "
+                   "which way does the proxy move?",
+              "b": "that data is the reward model's home ground; the drift happens elsewhere",
+              "c": "these measure one PPO update against π_old, not the reward model's error"},
     explanation="The proxy itself cannot reveal its own error — it *rises* as the policy exploits "
                 "it (a). The reward model's loss was measured on old data (b), and the clip "
                 "fraction and approx_kl are about single PPO updates (c). Only an independent "
@@ -170,7 +175,7 @@ C6_CAUSE = MultipleChoice(
 
 C7_EFFECT = MultipleChoice(
     "c7_effect", "What does a very large β do?",
-    {"a": "it pins the policy to the reference: KL stays near 0 and the reward barely moves",
+    {"a": "it pins the policy near the reference: the KL stays small and so does the reward gain",
      "b": "it makes training unstable, because the gradient of a heavily weighted penalty "
           "explodes",
      "c": "it speeds up learning, because the reference is a good policy",
@@ -178,10 +183,14 @@ C7_EFFECT = MultipleChoice(
     "a",
     explanation="The penalty makes every nat of KL cost more than the reward can pay, so the optimum "
                 "of R − β·KL sits next to π_ref: KL stays small and so does the reward gain. CartPole "
-                "with β = 10 never learns (return ≈ 25 against 500 for the healthy run); the doctor "
+                "with β = 10 never learns (its return stays near a random policy's); the doctor "
                 "calls it over-regularisation. In RLHF, β = 1 kept KL near 1.5 nats, the proxy "
-                "below 1 where the others reach 3, and gold at half of theirs. Safe, and — past "
-                "some point — useless.")
+                "below 1 where β ≤ 0.1 reach 3, and gold at half of theirs. Safe, and — past some "
+                "point — useless.",
+    feedback={"b": "look at β = 1's KL and gold curves: is anything exploding?",
+              "c": "compare β = 1's gold with β = 0.03's over the run",
+              "d": "the clip bounds one update's incentive relative to π_old; the penalty acts "
+                   "on the whole distance to π_ref, so β = 1 and β = 0.03 end far apart"})
 
 C8_BOTH = MultipleChoice(
     "c8_both", "Why clip and penalty together?",
@@ -198,7 +207,10 @@ C8_BOTH = MultipleChoice(
                 "learnt to hack the reward model (cases 4 and 6). The clip is local (relative to π_old, per sample, per "
                 "update); the penalty is global (relative to π_ref, over the whole run). "
                 "Neither bounds what the other does.",
-    feedback={"d": "the no-penalty run hacked the reward model *with* the clip on"})
+    feedback={"a": "case 8's two runs: each had one of the two and still failed, in two different "
+                   "ways",
+              "c": "both terms are differentiable (almost everywhere) on their own",
+              "d": "the no-penalty run hacked the reward model *with* the clip on"})
 
 
 def questions() -> list:
@@ -207,6 +219,8 @@ def questions() -> list:
     beta, no_clip, cp_big = logs["beta"], logs["no_clip"], logs["cp_big"]
     b0 = beta[0.0]
     gold0 = plots.rolling_mean(S(b0, "objective/gold_reward"), 5)
+    kl_s0 = plots.rolling_mean(S(b0, "objective/kl"), 5)
+    k0 = int(np.argmax(gold0))
     early, late = _samples(b0[:10]), _samples(b0[-10:])
     cal = np.polyfit([s["proxy"] for s in early], [s["gold"] for s in early], 1)
     overpromise = float(np.mean(np.polyval(cal, [s["proxy"] for s in late]))
@@ -247,28 +261,29 @@ def questions() -> list:
                         "times the per-update KL that PPO implementations target (0.01–0.03): "
                         "single updates moved the policy further than any trust region would allow, "
                         "which is exactly what the clip exists to prevent.",
-            hint="the maximum of S(case1['ε = 100 (no clip)'], 'losses/approx_kl')"),
+            hint="the maximum of S(case1['ε = 10 (no clip)'], 'losses/approx_kl') (the figure is smoothed)"),
         Numeric(
-            "c2_beta", "β above which PPO prefers B", (3.1 - 2.6) / (40 - 5), rtol=0.03,
-            explanation="Set R_A − β·KL_A = R_B − β·KL_B: β = (3.1 − 2.6)/(40 − 5) ≈ 0.014. Above it "
+            "c2_beta", "β above which PPO prefers B", (3.1 - 2.6) / (130 - 5), rtol=0.03,
+            explanation="Set R_A − β·KL_A = R_B − β·KL_B: β = (3.1 − 2.6)/(130 − 5) = 0.004. Above it "
                         "the shaped return of B is higher, so PPO raises B's probability although "
                         "the reward model ranks A higher. That is not a conflict to fix: the "
                         "objective is the reward *minus* the price of moving away from the "
                         "reference, and a reward gained by moving far (the hacked A) is charged "
-                        "for it. In the sweep, every β ≥ 0.03 kept the policy out of the '!!!!' "
-                        "regime, where the β = 0 runs ended.",
+                        "for it. In the sweep, every β ≥ 0.03 kept the policy from ending in the "
+                        "'!!!!' loops of the β = 0 runs (a few '!!!!' samples still appear).",
             hint="write the two KL-shaped returns and solve for the β where they are equal"),
         _c3_choice(table),
         C4_FIX,
         Numeric(
-            "c4_peak", "iteration of the smoothed gold peak, β = 0",
-            float(S(b0, "iteration")[np.argmax(gold0)]), atol=3, rtol=0.0,
-            explanation="After its peak the smoothed gold stops improving and drifts down while "
-                        "the proxy stays near its ceiling: from here on, extra KL buys proxy and "
-                        "no gold. That is the point to stop (or to which a KL target should hold "
-                        "the policy).",
-            hint="np.argmax of plots.rolling_mean(S(b0, 'objective/gold_reward'), 5), as an "
-                 "iteration"),
+            "c4_kl_after_peak", "nats of KL spent after the gold peak, β = 0",
+            float(kl_s0[-1] - kl_s0[k0]), rtol=0.05,
+            explanation="Gold peaked early; everything the policy did afterwards moved it further "
+                        "from the reference without buying any gold, while the proxy climbed to its "
+                        "ceiling and stayed there. A KL penalty prices exactly this drift; early "
+                        "stopping at the gold peak (never at the proxy's plateau, which came later) "
+                        "would have saved all of it.",
+            hint="with g = plots.rolling_mean(S(b0, 'objective/gold_reward'), 5) and kl the same for "
+                 "'objective/kl': kl at the end minus kl at np.argmax(g)"),
         Numeric(
             "c5_corr", "mean over-prediction of gold on late samples", overpromise, atol=0.03,
             rtol=0.0,
@@ -297,6 +312,6 @@ def questions() -> list:
             explanation="A random CartPole policy survives about 20 steps; β = 10 keeps the "
                         "policy so close to its uniform start that it barely beats that, while "
                         "the healthy run reaches 500.",
-            hint="tail_mean(cp_big, 'charts/episodic_return')"),
+            hint="average the last five values of the run's episodic return"),
         C8_BOTH,
     ]
