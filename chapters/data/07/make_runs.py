@@ -1,8 +1,8 @@
 """Regenerate the runs that chapter 07 reads (fixed seeds).
 
     python chapters/data/07/make_runs.py                   # everything (~20 min on 2 CPU cores)
-    python chapters/data/07/make_runs.py --only frontier   # one group: frontier, placement,
-                                                           #   clip_higher, ptx, cost
+    python chapters/data/07/make_runs.py --only frontier   # one group: frontier, dpo_budget,
+                                                           #   placement, clip_higher, ptx, cost
     python chapters/data/07/make_runs.py --list            # the runs, from the code
 
 Every run is one of `ppo_core`'s own trainers (`ppo_core.trainers.rlhf.train` for PPO, GRPO and
@@ -50,9 +50,13 @@ METHODS = {
                  loss_agg="seq-mean-token-mean"),                     # Shao et al. 2024
     "rloo": dict(advantage="rloo", group_size=4),                     # KL in reward, as TRL's RLOO
 }
-#: DPO: the same 640 responses, sampled once from π_ref as 320 pairs; two passes over them
-DPO = dict(n_pairs=320, steps=40, batch_size=16, lr=5e-4, response_len=16, eval_every=5,
+#: DPO: 1280 pairs (2560 responses sampled once from π_ref, four times the online methods'
+#: 640), one pass over them
+DPO = dict(n_pairs=1280, steps=80, batch_size=16, lr=2e-4, response_len=16, eval_every=10,
            n_samples=4)
+#: DPO on the online methods' budget: 320 pairs (640 responses), two passes
+DPO_SAME_BUDGET = dict(DPO, n_pairs=320, steps=40, lr=5e-4, eval_every=5)
+DPO_BUDGET_BETA = 0.1
 BETAS = [0.02, 0.1, 0.5]             # β of the online methods (in the reward or the loss)
 DPO_BETAS = [0.05, 0.1, 0.3]         # DPO's β: the same role, another scale (see the chapter)
 SEEDS = [0, 1]
@@ -92,6 +96,9 @@ def runs() -> dict[str, dict]:
         for s in SEEDS:
             out[f"dpo_beta{_tag(b)}_seed{s}"] = dict(group="frontier", method="dpo", trainer="dpo",
                                                      config=dict(DPO, beta=b, seed=s))
+    for s in SEEDS:
+        out[f"dpo_320pairs_seed{s}"] = dict(group="dpo_budget", method="dpo", trainer="dpo",
+                                            config=dict(DPO_SAME_BUDGET, beta=DPO_BUDGET_BETA, seed=s))
     for where, k in PLACEMENT:
         for s in SEEDS:
             out[f"ppo_kl_{where}_{k}_seed{s}"] = dict(
