@@ -34,7 +34,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -47,8 +47,10 @@ from ..kl_control import make_kl_controller
 from ..losses import kl_estimate, ppo_objective
 from ..masking import logprobs_from_logits, masked_mean, masked_whiten
 from ..value_head import CausalLMWithValueHead, float32_head, lm_forward, position_ids_from_mask
+from . import distributed
 from .config import TrainerConfig, arg, config_from_args
 from .config import build_parser as build_parser_for
+from .distributed import World
 from .run import MinibatchStats, Run, TrainingDiverged, check_finite, check_output_paths, losses_record
 
 __all__ = ["RLHFConfig", "RLHFResult", "TokenRollout", "train", "load_policy_and_tokenizer",
@@ -72,13 +74,15 @@ class RLHFConfig(TrainerConfig):
                                   "exclamation (annotators who like '!': a proxy the policy can "
                                   "hack)", choices=(None, "exclamation"))
     steps: int = arg(20, "PPO iterations (each: one batch of rollouts, then the update epochs)")
-    batch_size: int = arg(32, "B: prompts, hence episodes, per iteration")
+    batch_size: int = arg(32, "B: prompts, hence episodes, per iteration and per process (with "
+                          "N processes an iteration has N·B episodes)")
     response_len: int = arg(16, "T: maximum number of generated tokens per response")
     min_response_len: int = arg(0, "EOS is forbidden before this many tokens (benchmarks use T "
                                 "for fixed-length responses; the samples then come from π with "
                                 "EOS masked out, a small off-policy bias)")
     update_epochs: int = arg(2, "K: passes over each batch of rollouts", flag="--epochs")
-    minibatch_size: int = arg(16, "episodes per gradient step (must divide batch_size)")
+    minibatch_size: int = arg(16, "episodes per gradient step and per process (must divide "
+                              "batch_size)")
     lr: float = arg(1e-4, "Adam learning rate for the policy and the value head")
     clip_eps: float = arg(0.2, "ε: clip range of the probability ratio r_t(θ), usually 0.1 to 0.3")
     value_clip_eps: float | None = arg(0.2, "ε_v: clip range of the value update around the old "
@@ -103,7 +107,8 @@ class RLHFConfig(TrainerConfig):
                                   "token) exceeds this (none: never)")
     n_prompts: int = arg(256, "size of the prompt pool that batches are drawn from")
     prompt_seed: int = arg(1, "seed of `ppo_core.lm.text.build_prompts`")
-    seed: int = arg(0, "seed of sampling, minibatch order and the value head")
+    seed: int = arg(0, "seed of sampling, minibatch order and the value head (rank r of several "
+                    "processes samples with seed + r)")
     device: str | None = arg(None, "cpu, cuda, ... (none: CUDA when available)")
     bf16: bool | None = arg(None, "bf16 autocast (auto: on CUDA only)")
     threads: int | None = arg(None, "torch CPU threads while training (none: torch's choice; 1 is "
@@ -119,6 +124,8 @@ class RLHFConfig(TrainerConfig):
     overwrite: bool = arg(False, "replace an existing log and checkpoint instead of refusing")
     n_samples: int = arg(3, "sample texts written to each log record")
     progress: bool = arg(True, "show a tqdm progress bar")
+    dist_timeout: float = arg(300.0, "several processes: seconds a rank waits for the others (at "
+                              "start-up and in every collective) before the job fails")
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "response_len", "update_epochs", "minibatch_size",
@@ -166,6 +173,7 @@ class RLHFConfig(TrainerConfig):
             raise ValueError("resume=True needs save_dir (where the checkpoint is)")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other")
+        positive_finite(self.dist_timeout, "dist_timeout")
 
     def uses_bf16(self, device) -> bool:
         """Whether bf16 autocast is on for `device`: `bf16` if set, else on CUDA only."""
@@ -193,6 +201,8 @@ class RLHFResult:
     config: RLHFConfig
     interrupted: bool = False
     checkpoint: Path | None = None
+    rank: int = 0
+    world_size: int = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,6 +410,11 @@ def sample_responses(model, tokenizer, prompts: list[str], max_new_tokens: int =
     return rollout
 
 
+def _unwrap(model):
+    """The module inside a `DistributedDataParallel` wrapper (else `model`)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       n_prompt: int, temperature: float = 1.0, bf16: bool = False,
                       with_values: bool = False, with_entropy: bool = False, shift: int = 1):
@@ -411,7 +426,8 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     position ids come from the attention mask, so left padding changes nothing.
 
     Args:
-        model: a causal LM, or a `CausalLMWithValueHead` when `with_values`.
+        model: a causal LM, or a `CausalLMWithValueHead` when `with_values` (also inside
+            `DistributedDataParallel`, whose forward then averages the gradients).
         input_ids, attention_mask: `(B, P+T)`.
         n_prompt: P.
         shift: the causal shift, 1 (correct). 0 reproduces the off-by-one bug that chapter
@@ -427,7 +443,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     device = input_ids.device
     position_ids = position_ids_from_mask(attention_mask)
     with _autocast(device, bf16):                 # the LM head in float32 (see lm_forward)
-        if isinstance(model, CausalLMWithValueHead):
+        if isinstance(_unwrap(model), CausalLMWithValueHead):
             logits, values = model(input_ids, attention_mask, position_ids,
                                    return_values=with_values, fp32_head=bf16)
         else:
@@ -598,7 +614,9 @@ class _State:
     device: torch.device
     bf16: bool
     iteration: int = 0
-    episodes: int = 0
+    episodes: int = 0                  # over all ranks
+    world: World = field(default_factory=World)
+    train_model: torch.nn.Module | None = None   # the policy, in DDP on several ranks
 
 
 def _models(cfg: RLHFConfig, policy, tokenizer, ref_model, device):
@@ -649,9 +667,13 @@ def _saved(save_dir) -> dict:
         raise ValueError(f"{meta} is not valid JSON: {e}") from None
 
 
-def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _State:
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+def _setup(cfg, world: World, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _State:
+    """Models, rewards, prompts, optimiser, β controller and the shared generator (same seed
+    on every rank: prompt draws and minibatch order); torch's global RNG, which `generate`
+    samples with, is seeded with seed + rank. Several ranks: the policy goes into DDP, which
+    gives every rank rank 0's weights (its value head included)."""
+    device = world.device
+    torch.manual_seed(cfg.seed + world.rank)
     policy, ref_model, tokenizer = _models(cfg, policy, tokenizer, ref_model, device)
     if reward_fn is None or gold_fn is None:
         default_rm, default_gold = _default_rewards(cfg, device)
@@ -666,7 +688,7 @@ def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _S
     st = _State(policy, ref_model, tokenizer, torch.optim.Adam(trainable, lr=cfg.lr),
                 make_kl_controller(cfg.beta, cfg.kl_target, cfg.kl_horizon),
                 torch.Generator().manual_seed(cfg.seed), reward_fn, gold_fn, list(prompts),
-                device, cfg.uses_bf16(device))
+                device, cfg.uses_bf16(device), world=world)
     if cfg.resume:
         saved = _saved(cfg.save_dir)["state"]
         st.iteration, st.episodes = int(saved.get("iteration", 0)), int(saved.get("episodes", 0))
@@ -681,6 +703,7 @@ def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _S
             load_optimizer_tensors(st.optimizer, tensors)
             if "rng.torch" in tensors:
                 st.gen.set_state(tensors["rng.torch"])
+    st.train_model = world.wrap(st.policy)
     return st
 
 
@@ -706,52 +729,70 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
     kept, the last finished iteration is checkpointed (if `save_dir`), and the result comes
     back with `interrupted=True`. Raises `TrainingDiverged` (a FloatingPointError) naming the
     iteration if a loss, gradient, score or log-prob turns non-finite.
+
+    Under torchrun (WORLD_SIZE > 1) each rank trains on its own `batch_size` prompts
+    (`ppo_core.trainers.distributed`): gradients are averaged by DDP, every logged statistic
+    and β's update use all ranks' episodes, rank 0 alone writes the log and checkpoints,
+    and the process group is closed on return.
     """
     cfg = config if config is not None else RLHFConfig()
     if not isinstance(cfg, RLHFConfig):
         raise ValueError(f"config must be an RLHFConfig, got {type(cfg).__name__}")
     check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume,
                        cfg.overwrite, checkpoint_marker=CHECKPOINT_META)
-    with torch_threads(cfg.threads) if cfg.threads else contextlib.nullcontext():
-        st = _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts)
-
-        def save(iteration, final):
-            if cfg.save_dir:
-                save_policy(st.policy, st.tokenizer, cfg.save_dir, cfg,
-                            {"iteration": iteration, "episodes": st.episodes,
-                             "beta": st.kl_ctl.beta, "final": final,
-                             "interrupted": run.interrupted},
-                            optimizer=st.optimizer, generator=st.gen)
-
-        run = Run(cfg.log_path, resume=cfg.resume, overwrite=cfg.overwrite, keep=lambda r: r.get("iteration", 0) <= st.iteration,
-                  total=cfg.steps, initial=st.iteration, desc="RLHF", progress=cfg.progress,
-                  save=save if cfg.save_dir else None, callback=callback,
-                  postfix=lambda r: {"gold": f"{r['objective/gold_reward']:+.2f}",
-                                     "proxy": f"{r['objective/proxy_reward']:+.2f}",
-                                     "kl": f"{r['objective/kl']:.2f}"})
-        with run:
-            for it in run.iterations(st.iteration, cfg.steps):
-                run.log_record(_iteration(cfg, st, it))
-                if cfg.save_every and it % cfg.save_every == 0:
-                    run.checkpoint()
+    world = distributed.init(cfg.device, cfg.dist_timeout)    # one process: no process group
+    finished, st = False, None
+    try:
+        with torch_threads(cfg.threads) if cfg.threads else contextlib.nullcontext():
+            st = _setup(cfg, world, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts)
+            run = _make_run(cfg, st, callback)
+            with run:
+                for it in run.iterations(st.iteration, cfg.steps):
+                    run.log_record(_iteration(cfg, st, it))
+                    if cfg.save_every and it % cfg.save_every == 0:
+                        run.checkpoint()
+        finished = not run.interrupted
+    finally:
+        if st is not None:
+            st.train_model = None              # DDP's reducer holds the process group
+        world.shutdown(barrier=finished)       # after an error or interrupt: no barrier
     checkpoint = Path(cfg.save_dir) if cfg.save_dir and run.saved_at is not None else None
     return RLHFResult(run.records, st.policy, st.ref_model, st.tokenizer, cfg, run.interrupted,
-                      checkpoint)
+                      checkpoint, world.rank, world.size)
+
+
+def _make_run(cfg: RLHFConfig, st: _State, callback: Callable | None) -> Run:
+    """The run manager. Only rank 0 writes the log, shows the bar, calls `callback` and
+    checkpoints; the other ranks keep the (identical, all-rank) records in memory."""
+    main = st.world.is_main
+
+    def save(iteration, final):
+        save_policy(st.policy, st.tokenizer, cfg.save_dir, cfg,
+                    {"iteration": iteration, "episodes": st.episodes,
+                     "beta": st.kl_ctl.beta, "final": final,
+                     "interrupted": run.interrupted},
+                    optimizer=st.optimizer, generator=st.gen)
+
+    run = Run(cfg.log_path if main else None, resume=cfg.resume, overwrite=cfg.overwrite,
+              keep=lambda r: r.get("iteration", 0) <= st.iteration,
+              total=cfg.steps, initial=st.iteration, desc="RLHF", progress=cfg.progress and main,
+              save=save if cfg.save_dir and main else None, callback=callback if main else None,
+              postfix=lambda r: {"gold": f"{r['objective/gold_reward']:+.2f}",
+                                 "proxy": f"{r['objective/proxy_reward']:+.2f}",
+                                 "kl": f"{r['objective/kl']:.2f}"})
+    return run
 
 
 def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
     """One iteration in CleanRL's order: roll out, score, per-token reward, GAE, epochs ×
-    minibatches, adapt β. Returns the log record."""
+    minibatches, adapt β. Returns the log record. With several ranks each one rolls out and
+    trains on its own B prompts; whitening, β and the record use every rank's episodes."""
     device, bf16 = st.device, st.bf16
     sync(device)
     t0 = time.perf_counter()
-    # ---- 1. roll out ---------------------------------------------------------------------
-    idx = torch.randperm(len(st.prompts), generator=st.gen)[:cfg.batch_size]
-    if len(idx) < cfg.batch_size:                       # small pool: draw with replacement
-        idx = torch.randint(len(st.prompts), (cfg.batch_size,), generator=st.gen)
-    ro = sample_responses(st.policy, st.tokenizer, [st.prompts[i] for i in idx.tolist()],
-                          cfg.response_len, cfg.temperature, bf16,
-                          min_new_tokens=cfg.min_response_len)
+    # ---- 1. roll out: this rank's B prompts -----------------------------------------------
+    ro = sample_responses(st.policy, st.tokenizer, _batch_prompts(cfg, st), cfg.response_len,
+                          cfg.temperature, bf16, min_new_tokens=cfg.min_response_len)
     sync(device)
     t_gen = time.perf_counter()
     # ---- 2. score: log π_old, V_old, log π_ref, R, gold -----------------------------------
@@ -772,48 +813,108 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
                        torch.zeros(len(mask), device=device), cfg.gamma, cfg.gae_lambda)
     adv, returns = adv.T.contiguous(), returns.T.contiguous()                    # (B, T)
     if cfg.whiten_advantages:
-        adv = masked_whiten(adv, mask)
+        adv = _whiten(st.world, adv, mask)          # over every rank's response tokens
     # ---- 5. epochs × minibatches ----------------------------------------------------------
     stats = _update(cfg, st, ro, adv, returns, old_values)
     sync(device)                                        # the last optimizer step too
     t_update = time.perf_counter()
-    # ---- 6. adapt β and log ---------------------------------------------------------------
+    # ---- 6. adapt β on every rank's KL, and log -------------------------------------------
     seq_kl = kl.sum(dim=1)                                                       # (B,)
-    st.kl_ctl.update(float(seq_kl.mean()), cfg.batch_size)
-    st.episodes += cfg.batch_size
-    st.iteration = it
-    n_tokens, dt = int(mask.sum()), t_update - t0
-    mean = stats.mean()
-    return {
-        "iteration": it, "episodes": st.episodes,
-        "objective/kl": float(seq_kl.mean()), "objective/kl_per_token": float(masked_mean(kl, mask)),
-        "objective/beta": beta, "objective/proxy_reward": float(ro.scores.mean()),
+    means, n_episodes = st.world.weighted_mean({      # per-episode means over all ranks
+        "objective/kl": float(seq_kl.mean()), "objective/proxy_reward": float(ro.scores.mean()),
         "objective/gold_reward": float(ro.gold.mean()),
         "objective/rlhf_reward": float((ro.scores - beta * seq_kl).mean()),
+        "charts/response_length": int(mask.sum()) / cfg.batch_size}, cfg.batch_size)
+    st.kl_ctl.update(means["objective/kl"], int(n_episodes))
+    st.episodes += int(n_episodes)
+    st.iteration = it
+    return _record(cfg, st, it, ro, kl, beta, means, stats, returns, old_values,
+                   (t0, t_gen, t_score, t_update))
+
+
+def _batch_prompts(cfg: RLHFConfig, st: _State) -> list[str]:
+    """This rank's B prompts: the shared generator (same state on every rank) draws the
+    global batch of N·B prompt indices, and rank r takes the slice [r·B, (r+1)·B)."""
+    B, n = cfg.batch_size, cfg.batch_size * st.world.size
+    idx = torch.randperm(len(st.prompts), generator=st.gen)[:n]                  # (N·B,)
+    if len(idx) < n:                                    # small pool: draw with replacement
+        idx = torch.randint(len(st.prompts), (n,), generator=st.gen)
+    idx = idx[st.world.rank * B:(st.world.rank + 1) * B]                         # (B,)
+    return [st.prompts[i] for i in idx.tolist()]
+
+
+def _whiten(world: World, adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`masked_whiten(adv, mask)`, `(B, T)`, with mean and variance over every rank's
+    response tokens (one process: exactly `masked_whiten`)."""
+    if world.size == 1:
+        return masked_whiten(adv, mask)
+    mean, var, _ = world.masked_moments(adv, mask)
+    whitened = (adv - mean) * (var + 1e-8) ** -0.5
+    return torch.where(mask, whitened, adv)
+
+
+def _explained_variance(world: World, returns: torch.Tensor, values: torch.Tensor,
+                        mask: torch.Tensor) -> float:
+    """1 − Var(R − V) / Var(R) over every rank's response tokens; `(B, T)` inputs."""
+    if world.size == 1:
+        return explained_variance(returns[mask], values[mask])
+    _, var_r, n = world.masked_moments(returns, mask)
+    _, var_d, _ = world.masked_moments(returns - values, mask)
+    return 0.0 if var_r <= 0 or n < 2 else 1.0 - var_d / var_r
+
+
+def _record(cfg: RLHFConfig, st: _State, it: int, ro: TokenRollout, kl: torch.Tensor,
+            beta: float, means: dict, stats: MinibatchStats, returns: torch.Tensor,
+            old_values: torch.Tensor, clock: tuple) -> dict:
+    """The log record of iteration `it`. `means`: per-episode means over all ranks; the
+    per-token KL and explained variance are over all ranks' tokens too, the update's
+    statistics were reduced per minibatch (`_over_ranks`), times are the slowest rank's,
+    and the samples are this rank's. kl, returns, old_values `(B, T)`."""
+    w, mask = st.world, ro.mask
+    t0, t_gen, t_score, t_update = clock
+    per_token, n_tokens = w.weighted_mean({"kl": float(masked_mean(kl, mask))}, int(mask.sum()))
+    times = w.reduce({"generate_s": t_gen - t0, "score_s": t_score - t_gen,
+                      "update_s": t_update - t_score, "iteration_s": t_update - t0}, "max")
+    n_episodes, dt = cfg.batch_size * w.size, times["iteration_s"]
+    mean = stats.mean()
+    record = {
+        "iteration": it, "episodes": st.episodes,
+        "objective/kl": means["objective/kl"], "objective/kl_per_token": per_token["kl"],
+        "objective/beta": beta, "objective/proxy_reward": means["objective/proxy_reward"],
+        "objective/gold_reward": means["objective/gold_reward"],
+        "objective/rlhf_reward": means["objective/rlhf_reward"],
         **losses_record(stats), "losses/value_loss": mean.get("value_loss", 0.0),
         "losses/value_clipfrac": mean.get("value_clipfrac", 0.0),
-        "losses/explained_variance": explained_variance(returns[mask], old_values[mask]),
-        "charts/response_length": n_tokens / cfg.batch_size, "charts/gradient_steps": stats.steps,
-        "perf/generate_s": t_gen - t0, "perf/score_s": t_score - t_gen,
-        "perf/update_s": t_update - t_score, "perf/iteration_s": dt,
-        "perf/episodes_per_second": cfg.batch_size / dt, "perf/tokens_per_second": n_tokens / dt,
+        "losses/explained_variance": _explained_variance(w, returns, old_values, mask),
+        "charts/response_length": means["charts/response_length"],
+        "charts/gradient_steps": stats.steps,
+        "perf/generate_s": times["generate_s"], "perf/score_s": times["score_s"],
+        "perf/update_s": times["update_s"], "perf/iteration_s": dt,
+        "perf/episodes_per_second": n_episodes / dt, "perf/tokens_per_second": n_tokens / dt,
         "perf/steps_per_second": n_tokens / dt,                  # a step = a token here
-        "samples": [{"prompt": ro.prompts[i], "response": ro.responses[i],
-                     "proxy": float(ro.scores[i]), "gold": float(ro.gold[i])}
-                    for i in range(min(cfg.n_samples, cfg.batch_size))],
     }
+    if w.size > 1:
+        record["perf/world_size"] = w.size
+    record["samples"] = [{"prompt": ro.prompts[i], "response": ro.responses[i],
+                          "proxy": float(ro.scores[i]), "gold": float(ro.gold[i])}
+                         for i in range(min(cfg.n_samples, cfg.batch_size))]
+    return record
 
 
 def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
             returns: torch.Tensor, old_values: torch.Tensor) -> MinibatchStats:
     """`update_epochs` passes of minibatches of `ppo_objective` over one rollout; stops the
-    epochs once a minibatch's approx_kl exceeds `target_kl`. Tensors are `(B, T)`."""
+    epochs once a minibatch's approx_kl exceeds `target_kl`. Tensors are `(B, T)`.
+
+    Several ranks: the forward pass goes through DDP (`st.train_model`), so `backward`
+    averages the gradients; `_over_ranks` makes that average the gradient of the per-token
+    mean over every rank's minibatch, and the early stop is one decision for all ranks."""
     stats = MinibatchStats()
     for epoch in range(cfg.update_epochs):
         perm = torch.randperm(cfg.batch_size, generator=st.gen).to(st.device)
         for start in range(0, cfg.batch_size, cfg.minibatch_size):
             mb = perm[start:start + cfg.minibatch_size]                          # (b,)
-            new = sequence_logprobs(st.policy, ro.input_ids[mb], ro.attention_mask[mb],
+            new = sequence_logprobs(st.train_model, ro.input_ids[mb], ro.attention_mask[mb],
                                     ro.n_prompt, cfg.temperature, st.bf16,
                                     with_values=True, with_entropy=True)         # (b, T) each
             loss, mb_stats = ppo_objective(
@@ -823,15 +924,40 @@ def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
                 value_clip_eps=cfg.value_clip_eps, vf_coef=cfg.vf_coef,
                 entropy=new["entropy"], ent_coef=cfg.ent_coef)
             check_finite(loss, f"the PPO loss (epoch {epoch})")
+            loss, mb_stats = _over_ranks(st.world, loss, mb_stats, ro.mask[mb])
             st.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(st.policy.parameters(), cfg.max_grad_norm)
             mb_stats["grad_norm"] = check_finite(grad_norm, f"the gradient norm (epoch {epoch})")
             st.optimizer.step()
             stats.add(mb_stats)
-            if cfg.target_kl is not None and mb_stats["approx_kl"] > cfg.target_kl:
+            if cfg.target_kl is not None and st.world.any(mb_stats["approx_kl"] > cfg.target_kl):
                 return stats
     return stats
+
+
+_NOT_TOKEN_MEANS = ("ratio_max", "ratio_min", "beta")
+"""`ppo_objective` statistics that are not per-token means over the minibatch."""
+
+
+def _over_ranks(world: World, loss: torch.Tensor, stats: dict, mask: torch.Tensor):
+    """One minibatch of every rank, seen as one minibatch of n = Σ_r n_r tokens.
+
+    Each rank's loss is a per-token mean over its own n_r tokens; DDP averages gradients
+    over the W ranks, so the loss is scaled by W·n_r/n: the average is then the gradient
+    of the per-token mean over all n tokens, as one process with the whole minibatch would
+    compute it. The statistics become token-weighted means over the ranks (ratio_max the
+    largest ratio of any rank). mask `(b, T)`. One process: `(loss, stats)` unchanged."""
+    if world.size == 1:
+        return loss, stats
+    n_r = int(mask.sum())
+    means, n = world.weighted_mean({k: v for k, v in stats.items()
+                                    if k not in _NOT_TOKEN_MEANS}, n_r)
+    extremes = world.reduce({"ratio_max": stats.get("ratio_max", 0.0),
+                             "neg_ratio_min": -stats.get("ratio_min", 0.0)}, "max")
+    stats = {**stats, **means, "ratio_max": extremes["ratio_max"],
+             "ratio_min": -extremes["neg_ratio_min"]}
+    return loss * (world.size * n_r / n), stats
 
 
 # --------------------------------------------------------------------------------------------
@@ -839,18 +965,54 @@ def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
 # --------------------------------------------------------------------------------------------
 
 def build_parser():
-    """The `python -m ppo_core rlhf` parser: one flag per `RLHFConfig` field."""
-    return build_parser_for(
+    """The `python -m ppo_core rlhf` parser: one flag per `RLHFConfig` field, and `--nproc`."""
+    parser = build_parser_for(
         RLHFConfig, prog="python -m ppo_core rlhf",
         description="RLHF with token-level PPO: sample responses to review prompts, score them "
                     "with a reward model learned from simulated preferences, and optimise the "
                     "KL-penalised reward. Logs one JSON line per iteration.")
+    parser.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                        help="train in N data-parallel processes on this machine (through "
+                             "torch.distributed.run; one per GPU on CUDA): each samples and "
+                             "trains on its own batch_size prompts, rank 0 logs and saves "
+                             "(none: one process, or torchrun's when launched by torchrun)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def _launch_if_asked(nproc: int | None, cfg: RLHFConfig, argv: list[str]) -> int | None:
+    """`--nproc N` outside torchrun: re-run this command in N processes and return their
+    exit status; inside torchrun (WORLD_SIZE set) N must be its world size. None: train
+    here, in this process."""
+    if "WORLD_SIZE" in os.environ:
+        if nproc is not None and nproc != distributed.env_world_size():
+            raise ValueError(f"--nproc {nproc} but torchrun started "
+                             f"{distributed.env_world_size()} processes; give one or the other")
+        return None
+    if nproc is None or nproc == 1:
+        return None
+    check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume, cfg.overwrite,
+                       checkpoint_marker=CHECKPOINT_META)          # before starting anything
+    return distributed.launch(nproc, ["rlhf", *argv], cfg.threads)
 
 
 def cli_main(argv=None) -> int:
     """`python -m ppo_core rlhf ...`: train, print one summary line per iteration. Exit status:
-    0 done, 1 diverged, 2 a usage error (one line, no traceback), 130 interrupted."""
+    0 done, 1 diverged, 2 a usage error (one line, no traceback), 130 interrupted. With
+    `--nproc N`, the status of the N processes (that of the first one to fail)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
 
     def show(r):
@@ -862,6 +1024,9 @@ def cli_main(argv=None) -> int:
     try:
         cfg = config_from_args(RLHFConfig, args)
         resolve_device(cfg.device, check=True)
+        launched = _launch_if_asked(args.nproc, cfg, argv)
+        if launched is not None:
+            return launched
         result = train(cfg, callback=show)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
@@ -869,9 +1034,9 @@ def cli_main(argv=None) -> int:
     except ValueError as e:                       # bad input: a path, a model folder, a device
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-    if result.interrupted:
+    if result.interrupted and result.rank == 0:
         print("interrupted: the log and the last checkpoint are kept")
-    if result.records and result.records[-1]["samples"]:
+    if result.rank == 0 and result.records and result.records[-1]["samples"]:
         s = result.records[-1]["samples"][0]
         print(f"sample: {s['prompt']}|{s['response']}")
     if result.checkpoint is not None:
