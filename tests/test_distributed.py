@@ -2,7 +2,8 @@
 
 Each multi-process test launches `tests/_ddp_worker.py` (or the CLI) through
 `torch.distributed.run --standalone` (a free port) with one torch thread per rank, and
-gives it a timeout, so a hang fails the test instead of stalling the suite.
+gives it a timeout, so a hang fails the test instead of stalling the suite (the launcher
+is then stopped with SIGTERM, which torchrun passes on to the ranks).
 """
 
 from __future__ import annotations
@@ -24,10 +25,32 @@ WORKER = Path(__file__).with_name("_ddp_worker.py")
 TIMEOUT_S = 150          # per launch; a run here takes 10-30 s on two busy cores
 
 
-def _run(cmd: list[str], timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+def _start(cmd: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=kw.pop("stderr", subprocess.PIPE), **kw)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM first: torchrun passes it on to the ranks, which run in sessions of their
+    own (a SIGKILL to the launcher would orphan them), and kills those that do not stop."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def _run(cmd: list[str], timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+    proc = _start(cmd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        raise AssertionError(f"{' '.join(cmd[:8])} ... ran past {timeout} s: a hang?") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def _worker(nproc: int, out: Path, config: dict, *flags: str) -> subprocess.CompletedProcess:
@@ -36,8 +59,7 @@ def _worker(nproc: int, out: Path, config: dict, *flags: str) -> subprocess.Comp
     config = {"dist_timeout": 60, **config}
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
                  "--nproc-per-node", str(nproc)] if nproc > 1 else [sys.executable])
-    proc = _run(launcher + [str(WORKER), str(out), json.dumps(config), *flags])
-    return proc
+    return _run(launcher + [str(WORKER), str(out), json.dumps(config), *flags])
 
 
 def _ok(proc: subprocess.CompletedProcess) -> None:
@@ -199,3 +221,32 @@ def test_nproc_launch_returns_the_failing_status(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "must be 'tiny', 'gpt2' or an existing path" in proc.stderr
     assert "rank" in proc.stderr and "failed with exit status 2" in proc.stderr
+
+
+def test_ctrl_c_on_the_launcher_stops_every_rank_and_keeps_log_and_checkpoint(tmp_path):
+    """SIGINT to `--nproc 2` (what Ctrl-C sends): torchrun passes it to the ranks, rank 0
+    keeps its log and checkpoints the last finished iteration, the status is 130."""
+    import signal
+
+    log, ckpt = tmp_path / "log.jsonl", tmp_path / "ckpt"
+    cmd = [sys.executable, "-m", "ppo_core", "rlhf", "--nproc", "2", "--steps", "1000",
+           "--batch-size", "2", "--minibatch-size", "2", "--response-len", "6", "--epochs",
+           "1", "--threads", "1", "--device", "cpu", "--no-progress", "--dist-timeout", "60",
+           "--log", str(log), "--save", str(ckpt)]
+    proc = _start(cmd, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.exists() and len(log.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 130, out[-3000:]
+    lines = log.read_text().splitlines()
+    state = json.loads((ckpt / rlhf.CHECKPOINT_META).read_text())["state"]
+    assert state["interrupted"] and state["iteration"] == len(lines) >= 2
+    assert out.count("Interrupted: the log keeps") == 1               # rank 0's notice only

@@ -226,10 +226,12 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
     `torch.distributed.run --standalone` (a free port, no rendezvous to set up) and wait.
 
     argv goes to the workers untouched (torchrun's parser never sees it). Each worker gets
-    OMP_NUM_THREADS = `threads` (or 1) unless it is set. Returns the exit status: 0, or that
-    of the first rank that failed (its error is printed by the rank itself)."""
+    OMP_NUM_THREADS = `threads` (or 1) unless it is set. Returns the exit status: 0, that of
+    the first rank that failed (its error is printed by the rank itself), or 130 when the
+    launcher was interrupted (Ctrl-C, SIGTERM: torchrun passes the signal to every rank)."""
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"nproc must be a positive int, got {nproc!r}")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -245,4 +247,7 @@ def launch(nproc: int, argv: list[str], threads: int | None = None) -> int:
         print(f"error: rank {rank} of {nproc} failed with exit status {failure.exitcode} "
               f"(its message is above); the job was stopped", file=sys.stderr)
         return code
+    except SignalException as e:              # Ctrl-C, kill: the ranks got it too and stopped
+        print(f"interrupted by signal {int(e.sigval)}: the ranks were stopped", file=sys.stderr)
+        return 130
     return 0

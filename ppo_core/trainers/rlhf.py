@@ -777,6 +777,7 @@ def _make_run(cfg: RLHFConfig, st: _State, callback: Callable | None) -> Run:
               keep=lambda r: r.get("iteration", 0) <= st.iteration,
               total=cfg.steps, initial=st.iteration, desc="RLHF", progress=cfg.progress and main,
               save=save if cfg.save_dir and main else None, callback=callback if main else None,
+              announce=main,
               postfix=lambda r: {"gold": f"{r['objective/gold_reward']:+.2f}",
                                  "proxy": f"{r['objective/proxy_reward']:+.2f}",
                                  "kl": f"{r['objective/kl']:.2f}"})

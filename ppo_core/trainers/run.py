@@ -166,14 +166,16 @@ class Run:
             one saved.
         callback: `callback(record)` after each logged record (e.g. a live plot).
         postfix: `postfix(record) -> dict` of short numbers for the bar.
+        announce: print the notice of an interrupt (off on all but one of several ranks).
     """
 
     def __init__(self, log_path=None, *, resume: bool = False, overwrite: bool = False,
                  keep: Callable | None = None,
                  total: int = 0, initial: int = 0, desc: str = "PPO", progress: bool = False,
                  save: Callable | None = None, callback: Callable | None = None,
-                 postfix: Callable | None = None):
+                 postfix: Callable | None = None, announce: bool = True):
         self.log_path, self.resume, self.keep = log_path, resume, keep
+        self.announce = announce
         self.overwrite = overwrite
         self.total, self.initial, self.desc, self.progress = total, initial, desc, progress
         self.save, self.callback, self.postfix = save, callback, postfix
@@ -230,9 +232,10 @@ class Run:
         self.log.close()
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self.interrupted = True
-            print(f"Interrupted: the log keeps {len(self.records)} records"
-                  + (", and the last finished iteration is checkpointed" if self.save else ""),
-                  file=sys.stderr)
+            if self.announce:
+                print(f"Interrupted: the log keeps {len(self.records)} records"
+                      + (", and the last finished iteration is checkpointed" if self.save else ""),
+                      file=sys.stderr)
         elif exc_type is not None and issubclass(exc_type, (NonFiniteError, TrainingDiverged)):
             raise TrainingDiverged(
                 f"training diverged at iteration {self.iteration + 1} — {exc}. Nothing from this "
