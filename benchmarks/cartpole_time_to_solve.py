@@ -39,6 +39,8 @@ TOTAL = 100_000
 def run_ppo_core(seed: int) -> tuple[int | None, float]:
     result = train(CartPoleConfig(seed=seed, total_steps=TOTAL, target_return=TARGET,
                                   eval_every=EVAL_EVERY, eval_episodes=EVAL_EPISODES))
+    if result.interrupted:           # Ctrl-C or SIGTERM: stop the sweep, not just this run
+        raise KeyboardInterrupt(f"stopped during seed {seed}")
     return result.solved_step, result.train_seconds
 
 

@@ -2,7 +2,7 @@
 # One short, prepared check of the RLHF trainer's CUDA path, for a session that has a GPU
 # machine (the device tool's `run`). It prints the machine, then runs
 #   1. caches    verify the carried tiny GPT-2 and reward model (build them if missing) and
-#                build the offline 124M-shape GPT-2 (fast mode: 4 steps, on CUDA);
+#                build the offline 124M-shape GPT-2 (500 steps, on CUDA: the learner's build);
 #   2. pytest    tests/test_gpu.py: fp32 alignment, bf16 dtypes and error, a 3-iteration bf16
 #                run, the 124M shape's memory at 128 episodes × 24 tokens, device hand-offs;
 #   3. gpt2      benchmarks/rlhf_throughput.py --model gpt2 (128 prompts × 24 tokens, bf16);
@@ -21,7 +21,7 @@
 #    It downloads into .whl/ (gitignored) the wheels the bare GPU machine lacks or has in
 #    another version: vaderSentiment (missing there), transformers and tokenizers at the
 #    versions of requirements.txt (the machine has transformers 5.17 and tokenizers 0.23.2),
-#    about 17 MB; it builds, if needed, the fast-mode tiny GPT-2 and reward model in
+#    about 17 MB; it builds, if needed, the tiny GPT-2 and reward model in
 #    .cache/ppo_course/ (gitignored, about 4 MB each) and prints the exact `carry` list.
 #    The model cache cannot travel whole (.cache is ~60 MB with old builds, the limit is
 #    64 MiB for everything), and the 124M-shape model (~350 MB) is built there instead.
@@ -54,7 +54,7 @@ if [ "${1:-}" = "prepare" ]; then
         --platform manylinux2014_x86_64 -d .whl \
         "vaderSentiment==$(pin vaderSentiment)" "transformers==$(pin transformers)" \
         "tokenizers==$(pin tokenizers)" || exit 1
-    carry=$(PPO_COURSE_FAST=1 HF_HUB_OFFLINE=1 "$PY" - <<'EOF'
+    carry=$(HF_HUB_OFFLINE=1 "$PY" - <<'EOF'
 import os
 from ppo_core.lm import models, reward, text
 repo = os.getcwd()
@@ -73,7 +73,7 @@ OUT=${OUT:-/tmp/gpu_check_out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/summary.txt") 2>&1
 TEE_PID=$!
-export HF_HUB_OFFLINE=1 PPO_COURSE_FAST=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export PPO_COURSE_REQUIRE_CUDA=1     # tests/test_gpu.py fails, not skips, if torch sees no GPU
 export PPO_COURSE_BUILD_THREADS=${PPO_COURSE_BUILD_THREADS:-8}
 BUDGET=${GPU_CHECK_BUDGET_S:-420}

@@ -1,19 +1,18 @@
 """ppo_core: the small library behind the PPO course, from bandits to GPT-2 RLHF.
 
-One concept per module (see DESIGN.md):
+One concept per module; the tree shows the architecture (README, "The library"):
 
-    losses       clipped surrogate, KL estimators, value loss, entropy, composite objective (ch. 02)
+    losses       the PPO core: clipped surrogate, KL estimators, KL penalty, value loss,
+                 entropy, the composite objective (ch. 02)
     advantages   discounted returns, GAE, whitening (ch. 03)
     kl_control   fixed and adaptive β (ch. 02)
     masking      masked mean/var/whiten, token log-probs (ch. 04)
-    bandits      k-armed bandits and bandit PPO (ch. 01)
-    cartpole     the CartPole PPO trainer and its CLI (ch. 03)
-    rollout      actor-critic network, vectorised rollouts, greedy evaluation (ch. 03)
-    checkpoint   safetensors weights + JSON config, no pickle (ch. 03)
-    metrics      the JSONL metrics log every trainer writes
-    text, reward, value_head, rlhf   language models as policies (ch. 04–05)
-    diagnostics  reads a metrics log and names the failure (ch. 06)
-    widgets, plots   the interactive labs and shared figures
+    value_head   a value head over any causal LM (ch. 04)
+    metrics      the JSONL metrics log every trainer writes and the doctor reads
+    trainers/    the bandit, CartPole and RLHF trainers, their config style and run manager
+    lm/          the review corpus, the tiny GPT-2, the model cache, gold judge and reward models
+    diagnostics/ the doctor: reads a metrics log and names the failure (ch. 06)
+    course/      the launcher, the labs, the shared figures, the exercise checker and keys
 
 This file imports nothing heavy, so that `python3 -m ppo_core.course` can set up the
 environment with a bare Python before torch is installed.
@@ -23,12 +22,6 @@ __version__ = "0.1.0"
 
 import os as _os
 from pathlib import Path as _Path
-
-
-def fast_mode() -> bool:
-    """True when `PPO_COURSE_FAST=1` (set by the test command): chapters shrink their work
-    so that nbval runs the whole course within the CI budget, and still assert learning."""
-    return _os.environ.get("PPO_COURSE_FAST", "0") not in ("", "0", "false", "False")
 
 
 def cache_dir() -> _Path:

@@ -1,4 +1,4 @@
-"""Command line: `python -m ppo_core {cartpole,rlhf,doctor} ...`; `--help` on each says how."""
+"""Command line: `python -m ppo_core {cartpole,rlhf,dpo,doctor} ...`; `--help` on each says how."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ USAGE = """usage: python -m ppo_core COMMAND [options]
 
 commands:
   cartpole   train PPO on a gymnasium control task (CartPole-v1 by default)
-  rlhf       RLHF with token-level PPO on the tiny GPT-2 (or gpt2 / a local path)
+  rlhf       RLHF with token-level PPO on the tiny GPT-2 (or gpt2 / a local path); also
+             GRPO, RLOO, KL in the loss, clip-higher, PPO-ptx (--advantage, --kl-in, ...)
+  dpo        Direct Preference Optimisation on simulated preference pairs
   doctor     read a JSONL metrics log and name the training failures it shows
 
 `python -m ppo_core COMMAND --help` documents every flag of COMMAND."""
@@ -24,6 +26,8 @@ def main(argv=None) -> int:
         from .trainers.cartpole import cli_main
     elif command == "rlhf":
         from .trainers.rlhf import cli_main
+    elif command == "dpo":
+        from .trainers.dpo import cli_main
     elif command == "doctor":
         from .diagnostics import cli_main
     else:

@@ -39,6 +39,24 @@ def finite_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
+def non_empty(x: torch.Tensor, name: str, dim: int | None = None) -> torch.Tensor:
+    """Raise if `x` has no entry to average over (along `dim`, or at all); return `x`.
+    An average over nothing is NaN, a max over nothing a RuntimeError: say so instead."""
+    empty = x.numel() == 0 if dim is None else x.shape[dim] == 0
+    if empty:
+        where = "" if dim is None else f" along axis={dim}"
+        raise ValueError(f"{name} is empty{where} (shape {tuple(x.shape)}): there is no entry "
+                         f"to average over")
+    return x
+
+
+def float32_at_least(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32 when it is float16 or bfloat16 (else unchanged): the losses compute in
+    float32, because fp16 overflows at 65504 (e^11) and bf16 keeps 3 significant digits. The
+    cast is differentiable, so gradients still reach a half-precision input."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def same_shape(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     if a.shape != b.shape:
         raise ValueError(f"{name_a} and {name_b} must have the same shape, "
@@ -55,6 +73,10 @@ def check_mask(mask, like: torch.Tensor, name: str = "mask") -> torch.Tensor | N
     mask = mask.to(device=like.device)
     if mask.dtype != torch.bool:
         finite_tensor(mask.float(), name)
+        other = mask[(mask != 0) & (mask != 1)]
+        if other.numel():
+            raise ValueError(f"{name} must be binary (bool, or 0/1 numbers), got values such as "
+                             f"{other.unique()[:3].tolist()}; a weighted average is not a mask")
         mask = mask != 0
     if not bool(mask.any()):
         raise ValueError(f"{name} is all zeros: there is no entry to average over")

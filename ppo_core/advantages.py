@@ -1,4 +1,5 @@
-"""Returns and Generalised Advantage Estimation (introduced in chapter 03).
+"""Returns and Generalised Advantage Estimation (introduced in chapter 03); the group
+baselines of GRPO, Dr. GRPO and RLOO (chapter 07).
 
 Everything is time-major: `(T, N)` = T steps of N parallel environments (for tokens,
 T response tokens of N sequences). Inputs may be numpy arrays or tensors; outputs are
@@ -14,6 +15,11 @@ Episode bookkeeping, the part that is easy to get wrong:
   recursion still stops there, because step t+1 of the array belongs to a new episode.
 * Steps with neither flag continue into step t+1; after the last step, `last_value`
   (= V(s_T), shape `(N,)`) is bootstrapped.
+
+The group baselines need no critic: each prompt is sampled G times, and a response's score
+is compared with the other scores *of the same prompt*. Their inputs are `(B,)` sequence
+scores with B = (number of prompts) × G, each group of G contiguous (prompt 0's G samples,
+then prompt 1's, ...: what `torch.repeat_interleave(prompts, G)` gives).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import torch
 from ._checks import as_tensor, finite_tensor, unit_interval
 from .masking import masked_whiten
 
-__all__ = ["discounted_returns", "gae", "whiten", "explained_variance"]
+__all__ = ["discounted_returns", "gae", "whiten", "explained_variance", "group_advantages",
+           "rloo_advantages", "GROUP_STD_EPS"]
 
 
 def _time_major(name, x, shape=None, dtype=None):
@@ -146,3 +153,72 @@ def explained_variance(returns, values) -> float:
     if float(var) <= 0:
         return 0.0
     return float(1 - torch.var(returns - values, unbiased=False) / var)
+
+
+#: added to the group's standard deviation in GRPO's normalisation (TRL's value), so that a
+#: group whose G scores are all equal gets advantages 0 instead of 0/0
+GROUP_STD_EPS = 1e-4
+
+
+def _groups(scores, group_size: int) -> torch.Tensor:
+    """`(B,)` scores as `(B/G, G)` groups (validated: G ≥ 2 divides B, finite)."""
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
+        raise ValueError(f"group_size must be an int >= 2 (a baseline needs other samples of "
+                         f"the same prompt), got {group_size!r}")
+    s = _time_major("scores", scores)
+    if s.dim() != 1:
+        raise ValueError(f"scores must be (B,) sequence scores, got shape {tuple(s.shape)}")
+    if s.shape[0] == 0 or s.shape[0] % group_size:
+        raise ValueError(f"the number of scores ({s.shape[0]}) must be a positive multiple of "
+                         f"group_size={group_size}")
+    return s.reshape(-1, group_size)
+
+
+def group_advantages(scores, group_size: int, scale_by_std: bool = True,
+                     eps: float = GROUP_STD_EPS) -> torch.Tensor:
+    """GRPO's group-normalised advantage (Shao et al. 2024, DeepSeekMath, §4.1.2), or Dr.
+    GRPO's without the division (Liu et al. 2025, "Understanding R1-Zero-Like Training").
+
+    For the G responses y_1..y_G sampled for one prompt, with sequence scores R_1..R_G:
+
+        GRPO:      Â_i = (R_i − mean(R_1..R_G)) / (std(R_1..R_G) + eps)
+        Dr. GRPO:  Â_i =  R_i − mean(R_1..R_G)                    (scale_by_std=False)
+
+    std is the sample standard deviation (Bessel's G − 1, as TRL computes it). Dividing by it
+    gives prompts whose responses all score alike (too easy, too hard) the same weight as
+    the others, a bias Dr. GRPO removes. Every token of response i gets Â_i.
+
+    Args:
+        scores: `(B,)` sequence scores, B = n_prompts × G, groups of G contiguous.
+        group_size: G ≥ 2.
+        scale_by_std: divide by the group's std (GRPO) or not (Dr. GRPO).
+        eps: added to the std (a group of equal scores gets 0, not 0/0).
+
+    Returns: `(B,)` advantages; each group's sum to 0.
+    """
+    g = _groups(scores, group_size)                                     # (B/G, G)
+    centred = g - g.mean(dim=1, keepdim=True)                           # R_i − mean
+    if scale_by_std:
+        centred = centred / (g.std(dim=1, keepdim=True) + eps)          # / (std + eps)
+    return centred.reshape(-1)
+
+
+def rloo_advantages(scores, group_size: int) -> torch.Tensor:
+    """The REINFORCE leave-one-out advantage (Kool et al. 2019, "Buy 4 REINFORCE samples, get
+    a baseline for free!"; Ahmadian et al. 2024, "Back to Basics", RLOO).
+
+    Each response's baseline is the mean score of the *other* G − 1 responses to the same
+    prompt, which does not depend on the response itself, so the policy gradient stays
+    unbiased:
+
+        Â_i = R_i − 1/(G−1) · Σ_{j≠i} R_j  =  G/(G−1) · (R_i − mean(R_1..R_G))
+
+    Args:
+        scores: `(B,)` sequence scores, B = n_prompts × G, groups of G contiguous.
+        group_size: G ≥ 2.
+
+    Returns: `(B,)` advantages; each group's sum to 0.
+    """
+    g = _groups(scores, group_size)                                     # (B/G, G)
+    others = (g.sum(dim=1, keepdim=True) - g) / (group_size - 1)        # mean of the others
+    return (g - others).reshape(-1)

@@ -1,4 +1,5 @@
-"""PPO's losses as pure functions (introduced in chapter 02).
+"""PPO's losses as pure functions (introduced in chapter 02); clip-higher, the loss
+aggregations of GRPO, DAPO and Dr. GRPO, and the DPO loss (chapter 07).
 
 Every function takes tensors and returns a loss to *minimise* plus, where useful, a dict of
 detached statistics (python floats). The same functions serve the bandit (ch. 01–02),
@@ -10,25 +11,30 @@ Notation (one vocabulary everywhere):
     ref_logp  log π_ref(a|s)        a frozen reference (the SFT model in RLHF)
     r(θ)      = exp(logp − old_logp) the probability *ratio* (not the reward r_t)
     Â         advantage estimate
-    ε         clip range (clip_eps), usually 0.1 to 0.3
+    ε         clip range (clip_eps), usually 0.1 to 0.3; ε_low/ε_high when asymmetric
     β         KL coefficient (beta), usually 0.01 to 0.2 in RLHF
 
 Shapes: any shape `(*)` shared by all per-sample inputs, e.g. `(B,)` for a bandit batch,
 `(T*N,)` for CartPole minibatches, `(B, T)` for tokens with a `(B, T)` mask.
+
+Precision and bad input: float16 and bfloat16 inputs are computed on in float32 (e^20 overflows
+fp16), so losses and statistics come back float32 and finite; gradients still reach the
+half-precision tensors. An empty input, a NaN, a mask that is all zeros or not binary raises
+a `ValueError` naming the argument.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._checks import (as_tensor, check_mask, finite_tensor, non_negative, positive_finite,
-                      same_shape)
+from ._checks import (as_tensor, check_mask, finite_tensor, float32_at_least, non_empty,
+                      non_negative, positive_finite, same_shape)
 from .masking import _mean
 
 __all__ = ["clipped_surrogate", "kl_estimate", "kl_penalty", "value_loss",
            "entropy_from_logits", "entropy_from_logp", "categorical_kl",
            "categorical_kl_from_logp", "ppo_objective", "surrogate_per_sample",
-           "MAX_LOG_RATIO"]
+           "aggregate_loss", "dpo_loss", "LOSS_AGGS", "MAX_LOG_RATIO"]
 
 #: Log-ratios are bounded to ±MAX_LOG_RATIO in the *value* used for exp(), with the gradient
 #: passed straight through, so that a ratio of e^100 gives a finite loss and a finite,
@@ -42,18 +48,33 @@ def _bounded(log_ratio: torch.Tensor) -> torch.Tensor:
 
 
 def _per_sample(name: str, x) -> torch.Tensor:
+    """A finite float tensor, float32 at least (half-precision inputs are computed on in
+    float32: e^MAX_LOG_RATIO overflows fp16; the cast keeps their gradient)."""
     t = finite_tensor(as_tensor(x, name), name)
     if not t.is_floating_point():
         t = t.float()
-    return t
+    return float32_at_least(t)
 
 
-def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None):
+def _clip_bounds(eps: float, dtype: torch.dtype, centre: float = 1.0) -> tuple[float, float]:
+    """(centre − ε, centre + ε) within the range of `dtype`: an ε beyond it (1e300) clips
+    nothing, as it says, instead of failing to convert to float32."""
+    big = float(torch.finfo(dtype).max)
+    return max(centre - eps, -big), min(centre + eps, big)
+
+
+def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None, *, clip_eps_high=None,
+                      loss_agg: str = "token-mean", loss_agg_norm=None):
     """PPO-Clip's surrogate, negated so that it is a loss to minimise.
 
         r(θ)    = exp(logp − old_logp)
-        L^CLIP  = E[ min( r(θ)·Â , clip(r(θ), 1−ε, 1+ε)·Â ) ]
+        L^CLIP  = E[ min( r(θ)·Â , clip(r(θ), 1−ε_low, 1+ε_high)·Â ) ]
         loss    = −L^CLIP
+
+    with ε_low = ε_high = ε (`clip_eps`) unless `clip_eps_high` is given: DAPO's
+    "clip-higher" (Yu et al. 2025) raises ε_high only, so that a token the policy found rare
+    (small π_old) may gain more probability before its gradient stops, which counters the
+    collapse of entropy; ε_low stays, so probabilities still cannot be pushed down fast.
 
     For Â > 0 the objective stops rewarding r above 1+ε; for Â < 0 it stops rewarding r
     below 1−ε. Where the clipped branch is the minimum, the gradient is exactly zero. This
@@ -64,9 +85,12 @@ def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None):
         logp: `(*)` log π_θ(a|s), requires grad.
         old_logp: `(*)` log π_θ_old(a|s) at sampling time (treated as a constant).
         advantages: `(*)` Â, treated as a constant.
-        clip_eps: ε > 0; None switches clipping off (plain importance-sampled surrogate,
-            for the "no constraint" experiments).
+        clip_eps: ε > 0 (ε_low when `clip_eps_high` is set); None switches clipping off
+            (plain importance-sampled surrogate, for the "no constraint" experiments).
         mask: optional `(*)` 0/1 mask; statistics and the mean use unmasked entries only.
+        clip_eps_high: ε_high > 0 for an asymmetric clip (None: ε_high = ε).
+        loss_agg, loss_agg_norm: how the per-token objectives become one number
+            (`aggregate_loss`; the default, "token-mean", is the masked mean).
 
     Returns:
         (loss, stats): loss a 0-dim tensor; stats floats `policy_loss`, `clipfrac`
@@ -78,13 +102,25 @@ def clipped_surrogate(logp, old_logp, advantages, clip_eps, mask=None):
     """
     logp, old_logp, advantages, eps, m = _surrogate_inputs(logp, old_logp, advantages,
                                                            clip_eps, mask)
-    loss, stats = _clipped_surrogate(logp, old_logp, advantages, eps, m)
+    eps = _clip_range(eps, clip_eps_high)
+    _check_agg(loss_agg, loss_agg_norm, logp, m)
+    loss, stats = _clipped_surrogate(logp, old_logp, advantages, eps, m, loss_agg, loss_agg_norm)
     return loss, _floats(stats)
+
+
+def _clip_range(eps, clip_eps_high):
+    """ε, or (ε_low, ε_high) when `clip_eps_high` is set (validated; needs the clip on)."""
+    if clip_eps_high is None:
+        return eps
+    high = positive_finite(clip_eps_high, "clip_eps_high")
+    if eps is None:
+        raise ValueError("clip_eps_high needs clip_eps (ε_low); with clip_eps=None the clip is off")
+    return (eps, high)
 
 
 def _surrogate_inputs(logp, old_logp, advantages, clip_eps, mask):
     """Validate the inputs shared by `clipped_surrogate` and `ppo_objective`."""
-    logp = _per_sample("logp", logp)
+    logp = non_empty(_per_sample("logp", logp), "logp")
     old_logp = _per_sample("old_logp", old_logp)
     advantages = _per_sample("advantages", advantages)
     same_shape("logp", logp, "old_logp", old_logp)
@@ -93,10 +129,12 @@ def _surrogate_inputs(logp, old_logp, advantages, clip_eps, mask):
     return logp, old_logp, advantages, eps, check_mask(mask, logp)
 
 
-def surrogate_per_sample(ratio: torch.Tensor, advantages: torch.Tensor, eps: float | None):
+def surrogate_per_sample(ratio: torch.Tensor, advantages: torch.Tensor, eps):
     """The clipped surrogate of each sample, on validated tensors (any float dtype):
 
         objective = min(r·Â, clip(r, 1−ε, 1+ε)·Â)        (r·Â when ε is None)
+
+    `eps` is ε, None, or a pair (ε_low, ε_high) for the asymmetric clip(r, 1−ε_low, 1+ε_high).
 
     Returns (objective `(*)`, clip_active `(*)` bool: where the clipped branch is the
     strictly smaller one, so the gradient through r is zero). The loss functions average
@@ -104,16 +142,19 @@ def surrogate_per_sample(ratio: torch.Tensor, advantages: torch.Tensor, eps: flo
     unclipped = ratio * advantages                                     # r(θ)·Â
     if eps is None:
         return unclipped, torch.zeros_like(ratio, dtype=torch.bool)
-    clipped = torch.clamp(ratio, 1.0 - eps, 1.0 + eps) * advantages    # clip(r, 1−ε, 1+ε)·Â
+    low, high = eps if isinstance(eps, tuple) else (eps, eps)
+    lo, hi = _clip_bounds(low, ratio.dtype)[0], _clip_bounds(high, ratio.dtype)[1]
+    clipped = torch.clamp(ratio, lo, hi) * advantages               # clip(r, 1−ε_lo, 1+ε_hi)·Â
     return torch.minimum(unclipped, clipped), clipped < unclipped
 
 
-def _clipped_surrogate(logp, old_logp, advantages, eps, m):
+def _clipped_surrogate(logp, old_logp, advantages, eps, m, loss_agg="token-mean",
+                       loss_agg_norm=None):
     """The computation of `clipped_surrogate` on validated inputs; stats stay tensors."""
     log_ratio = logp - old_logp.detach()                               # log r(θ), (*)
     ratio = torch.exp(_bounded(log_ratio))                             # r(θ), (*)
     objective, clipped_active = surrogate_per_sample(ratio, advantages.detach(), eps)
-    loss = -_mean(objective, m)
+    loss = -_aggregate(objective, m, loss_agg, loss_agg_norm)
 
     with torch.no_grad():
         lr = log_ratio.detach()
@@ -129,6 +170,103 @@ def _clipped_surrogate(logp, old_logp, advantages, eps, m):
             "ratio_min": r_in.min(),
         }
     return loss, stats
+
+
+#: how per-token losses `(B, T)` become one number (verl's names; see `aggregate_loss`)
+LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+def aggregate_loss(values, mask=None, mode: str = "token-mean", norm=None) -> torch.Tensor:
+    """Average per-token losses `(B, T)` over a batch of B sequences, one of three ways:
+
+        token-mean:               Σ_b Σ_t m·x / Σ_b Σ_t m           every token weighs the same
+                                  (DAPO's token-level loss, Yu et al. 2025; the course's PPO)
+        seq-mean-token-mean:      1/B · Σ_b ( Σ_t m·x / Σ_t m )     every *sequence* weighs the
+                                  same (GRPO's original 1/G Σ_i 1/|o_i| Σ_t, Shao et al. 2024)
+        seq-mean-token-sum-norm:  1/B · Σ_b Σ_t m·x / norm          a constant divisor (Dr. GRPO,
+                                  Liu et al. 2025; norm = T, the maximum length, by default)
+
+    With seq-mean-token-mean a token of a long response weighs less than one of a short
+    response: for a negative advantage, long wrong answers are penalised less per token,
+    the length bias Dr. GRPO points out; a constant divisor removes it.
+
+    Args:
+        values: `(B, T)` per-token losses (or `(*)` for token-mean).
+        mask: `(B, T)` response mask; every row needs a true entry for the seq-* modes.
+        mode: one of `LOSS_AGGS`.
+        norm: the constant divisor of seq-mean-token-sum-norm (None: T = values.shape[-1]).
+
+    Returns: a 0-dim tensor.
+    """
+    values = _per_sample("values", values)
+    m = check_mask(mask, values)
+    _check_agg(mode, norm, values, m)
+    return _aggregate(values, m, mode, norm)
+
+
+def _check_agg(mode, norm, values: torch.Tensor, m) -> None:
+    if mode not in LOSS_AGGS:
+        raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {mode!r}")
+    if mode == "token-mean":
+        return
+    if values.dim() != 2:
+        raise ValueError(f"loss_agg={mode!r} needs (B, T) per-token values, got shape "
+                         f"{tuple(values.shape)}")
+    if m is not None and not bool(m.any(dim=1).all()):
+        raise ValueError(f"loss_agg={mode!r}: the mask has a sequence with no token")
+    positive_finite(norm, "loss_agg_norm", allow_none=True)
+
+
+def _aggregate(values: torch.Tensor, m, mode: str, norm) -> torch.Tensor:
+    """`aggregate_loss` on validated inputs (`mode` checked by `_check_agg`)."""
+    if mode == "token-mean":
+        return _mean(values, m)                                        # Σ m·x / Σ m
+    x = values if m is None else torch.where(m, values, values.new_zeros(()))
+    per_seq = x.sum(dim=1)                                             # Σ_t m·x, (B,)
+    if mode == "seq-mean-token-mean":
+        count = (m.sum(dim=1) if m is not None
+                 else torch.full_like(per_seq, values.shape[1]))
+        return (per_seq / count).mean()                                # 1/B Σ_b mean_t
+    return per_seq.mean() / float(norm if norm is not None else values.shape[1])
+
+
+def dpo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, beta: float = 0.1):
+    """Direct Preference Optimisation (Rafailov et al. 2023), on sequence log-probabilities.
+
+        h    = β · [ (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)) ]
+        loss = −mean( log σ(h) )
+
+    y_w is the chosen (preferred) response, y_l the rejected one, log π(y) = Σ_t log π(y_t|·)
+    summed over the response. The implicit reward of a response is r̂(y) = β·(log π(y) −
+    log π_ref(y)): DPO fits r̂ with the Bradley-Terry loss of a reward model, so the policy
+    *is* the reward model, and the optimum of E[r̂] − β·KL(π‖π_ref) is π itself.
+
+    Args:
+        logp_chosen, logp_rejected: `(B,)` log π_θ of each pair's responses (with grad).
+        ref_logp_chosen, ref_logp_rejected: `(B,)` log π_ref of the same (constants).
+        beta: β > 0, the KL strength of the implicit objective (0.1 is TRL's default).
+
+    Returns: (loss, stats) with floats `loss`, `reward_chosen` and `reward_rejected` (mean
+    implicit rewards β·(log π − log π_ref)), `reward_margin` (mean of their difference),
+    `reward_accuracy` (fraction of pairs whose chosen implicit reward is higher).
+    """
+    beta = positive_finite(beta, "beta")
+    lc, lr = _per_sample("logp_chosen", logp_chosen), _per_sample("logp_rejected", logp_rejected)
+    rc = _per_sample("ref_logp_chosen", ref_logp_chosen)
+    rr = _per_sample("ref_logp_rejected", ref_logp_rejected)
+    for name, t in (("logp_rejected", lr), ("ref_logp_chosen", rc), ("ref_logp_rejected", rr)):
+        same_shape("logp_chosen", lc, name, t)
+    if lc.dim() != 1 or lc.shape[0] == 0:
+        raise ValueError(f"DPO needs (B,) sequence log-probs, got shape {tuple(lc.shape)}")
+    reward_c = beta * (lc - rc.detach())                               # r̂(y_w)
+    reward_r = beta * (lr - rr.detach())                               # r̂(y_l)
+    loss = -torch.nn.functional.logsigmoid(reward_c - reward_r).mean()
+    with torch.no_grad():
+        stats = {"loss": loss.detach(), "reward_chosen": reward_c.mean(),
+                 "reward_rejected": reward_r.mean(),
+                 "reward_margin": (reward_c - reward_r).mean(),
+                 "reward_accuracy": (reward_c > reward_r).float().mean()}
+    return loss, _floats(stats)
 
 
 def _floats(stats: dict) -> dict:
@@ -195,10 +333,12 @@ def kl_penalty(logp, ref_logp, beta, kind: str = "k2", mask=None) -> torch.Tenso
 
     Returns a 0-dim tensor (a loss term to *add*). β ≥ 0. The default is k2 because this is
     a *loss* term: k2's gradient is ∇KL(π‖π_ref) on-policy, while k1's expected gradient is
-    zero and k3's is that of the reverse KL(π_ref‖π) (see `kl_estimate`).
+    zero and k3's is that of the reverse KL(π_ref‖π) (see `kl_estimate`). These hold per
+    state; over a sequence a loss term gives each token's KL gradient with its prefix held
+    fixed, while k1 in the reward (γ = 1) gives the whole sequence's (chapter 02).
     """
     b = non_negative(beta, "beta")
-    est = kl_estimate(logp, ref_logp, kind)
+    est = non_empty(kl_estimate(logp, ref_logp, kind), "logp")
     return b * _mean(est, check_mask(mask, est))
 
 
@@ -225,7 +365,7 @@ def value_loss(values, old_values, returns, clip_eps=None, mask=None):
 
 def _value_inputs(values, old_values, returns):
     """Validate the value-loss tensors (old_values None: the values themselves)."""
-    values = _per_sample("values", values)
+    values = non_empty(_per_sample("values", values), "values")
     returns = _per_sample("returns", returns)
     old_values = values if old_values is None else _per_sample("old_values", old_values)
     same_shape("values", values, "returns", returns)
@@ -242,7 +382,8 @@ def _value_loss(values, old_values, returns, eps, m):
         clipfrac = values.new_zeros(())
     else:
         old = old_values.detach()
-        v_clipped = old + torch.clamp(values - old, -eps, eps)         # V_old + clip(V − V_old)
+        lo, hi = _clip_bounds(eps, values.dtype, centre=0.0)           # (−ε_v, ε_v), in range
+        v_clipped = old + torch.clamp(values - old, lo, hi)            # V_old + clip(V − V_old)
         err_clipped = (v_clipped - returns) ** 2
         per_sample = torch.maximum(err, err_clipped)
         clipfrac = _mean((err_clipped > err).float(), m)
@@ -293,7 +434,8 @@ def categorical_kl_from_logp(logp_p: torch.Tensor, logp_q: torch.Tensor) -> torc
 def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
                   ref_logp=None, beta=0.0, kl_kind: str = "k2", kl=None,
                   values=None, old_values=None, returns=None, value_clip_eps=None,
-                  vf_coef: float = 0.5, entropy=None, ent_coef: float = 0.0):
+                  vf_coef: float = 0.5, entropy=None, ent_coef: float = 0.0,
+                  clip_eps_high=None, loss_agg: str = "token-mean", loss_agg_norm=None):
     """The course's composite PPO objective, as one loss to minimise.
 
         J(θ)  = E[ min(r·Â, clip(r, 1−ε, 1+ε)·Â) ]  −  β·KL(π_θ‖π_ref)
@@ -308,8 +450,9 @@ def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
         CartPole (ch. 03):  β = 0 by default (clip, value loss, entropy); with β > 0 the exact
                             KL over the actions, to π_old or to the initial policy (`kl=`);
         RLHF (ch. 05):      β = 0 here: the KL is in the per-token *reward*, r_t = −β·k1_t
-                            (`ppo_core.rlhf.token_rewards`), so it reaches the policy through
-                            the advantages.
+                            (`ppo_core.trainers.rlhf.token_rewards`), so it reaches the policy through
+                            the advantages; with `kl_in="loss"` (ch. 07, GRPO's placement)
+                            β·KL is this loss term instead, with k3 or k2.
 
     Args:
         logp, old_logp, advantages, clip_eps, mask: as in `clipped_surrogate`
@@ -327,6 +470,10 @@ def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
             small action set); used instead of the estimator when given.
         values, old_values, returns, value_clip_eps, vf_coef: the value loss (optional).
         entropy: optional `(*)` per-sample entropy H(π_θ(·|s)); ent_coef its bonus c_H.
+        clip_eps_high: ε_high for the asymmetric clip ("clip-higher"; None: ε).
+        loss_agg, loss_agg_norm: how the surrogate, the KL term and the entropy bonus are
+            averaged over `(B, T)` tokens (`aggregate_loss`; default the masked token mean).
+            The value loss and the statistics stay token means.
 
     Returns:
         (loss, stats): stats holds everything `clipped_surrogate` reports plus `kl_ref`
@@ -338,7 +485,12 @@ def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
     ent_coef = non_negative(ent_coef, "ent_coef")
     logp, old_logp, advantages, eps, m = _surrogate_inputs(logp, old_logp, advantages,
                                                            clip_eps, mask)
-    loss, stats = _clipped_surrogate(logp, old_logp, advantages, eps, m)
+    eps = _clip_range(eps, clip_eps_high)
+    _check_agg(loss_agg, loss_agg_norm, logp, m)
+    loss, stats = _clipped_surrogate(logp, old_logp, advantages, eps, m, loss_agg, loss_agg_norm)
+
+    def agg(x, token_mean):                       # the loss term: aggregated like the surrogate
+        return token_mean if loss_agg == "token-mean" else _aggregate(x, m, loss_agg, loss_agg_norm)
 
     if kl is not None:
         kl_t = _per_sample("kl", kl)
@@ -351,7 +503,7 @@ def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
         kl_t = None
     kl_mean = _mean(kl_t, m) if kl_t is not None else logp.new_zeros(())
     if beta > 0:
-        loss = loss + beta * kl_mean                                   # − (−β·KL)
+        loss = loss + beta * agg(kl_t, kl_mean)                        # − (−β·KL)
     stats["kl_ref"] = kl_mean.detach()
     stats["kl_penalty"] = beta * kl_mean.detach()
     stats["beta"] = beta
@@ -368,7 +520,7 @@ def ppo_objective(logp, old_logp, advantages, clip_eps=0.2, *, mask=None,
         ent = _per_sample("entropy", entropy)
         same_shape("logp", logp, "entropy", ent)
         ent_mean = _mean(ent, m)
-        loss = loss - ent_coef * ent_mean
+        loss = loss - ent_coef * agg(ent, ent_mean)
         stats["entropy"] = ent_mean.detach()
     stats["loss"] = loss.detach()
     return loss, _floats(stats)

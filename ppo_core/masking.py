@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import as_tensor, check_mask, finite_tensor
+from ._checks import as_tensor, check_mask, finite_tensor, float32_at_least, non_empty
 
 __all__ = ["masked_mean", "masked_var", "masked_whiten", "logprobs_from_logits",
            "position_ids_from_mask"]
@@ -29,21 +29,34 @@ def masked_mean(values, mask=None, axis=None) -> torch.Tensor:
         mask: same shape as `values`, 1/True for entries that count; None means all count.
         axis: reduce over this dimension only (None: over everything).
 
-    Returns: a 0-dim tensor (axis=None) or `values` reduced along `axis`.
-    Raises ValueError on an all-zero mask, a shape mismatch, or non-finite values.
+    Returns: a 0-dim tensor (axis=None) or `values` reduced along `axis`, in the dtype of
+    `values` (half precision is summed in float32: an fp16 sum overflows at 65504).
+    Raises ValueError on empty values, an all-zero or non-binary mask, a shape mismatch, or
+    non-finite values.
     """
     values = finite_tensor(as_tensor(values, "values"), "values")
+    non_empty(values, "values", dim=axis)
     mask = check_mask(mask, values)
+    dtype, values = _compute_dtype(values)
     if mask is None:
-        return values.mean() if axis is None else values.mean(dim=axis)
+        out = values.mean() if axis is None else values.mean(dim=axis)
+        return out.to(dtype)
     zeros = torch.zeros((), dtype=values.dtype, device=values.device)
     total = torch.where(mask, values, zeros)
     if axis is None:
-        return total.sum() / mask.sum()
+        return (total.sum() / mask.sum()).to(dtype)
     count = mask.sum(dim=axis)
     if bool((count == 0).any()):
         raise ValueError(f"mask has a row with no true entry along axis={axis}")
-    return total.sum(dim=axis) / count
+    return (total.sum(dim=axis) / count).to(dtype)
+
+
+def _compute_dtype(values: torch.Tensor) -> tuple[torch.dtype, torch.Tensor]:
+    """(dtype of the result, `values` to compute with): integers become float32; half
+    precision is computed in float32 and the result cast back to it."""
+    if not values.is_floating_point():
+        values = values.float()
+    return values.dtype, float32_at_least(values)
 
 
 def _mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -59,10 +72,12 @@ def masked_var(values, mask=None, unbiased: bool = True) -> torch.Tensor:
 
         var_m(x) = Σ_i m_i (x_i − mean_m(x))² / (Σ_i m_i − 1)     (unbiased)
 
-    Raises ValueError if `unbiased` and fewer than two entries are unmasked.
+    Raises ValueError if `unbiased` and fewer than two entries are unmasked. Half precision
+    is computed in float32 and returned in its own dtype.
     """
-    values = finite_tensor(as_tensor(values, "values"), "values")
+    values = non_empty(finite_tensor(as_tensor(values, "values"), "values"), "values")
     mask = check_mask(mask, values)
+    dtype, values = _compute_dtype(values)
     if mask is None:
         mask = torch.ones_like(values, dtype=torch.bool)
     n = mask.sum()
@@ -71,7 +86,7 @@ def masked_var(values, mask=None, unbiased: bool = True) -> torch.Tensor:
     mean = masked_mean(values, mask)
     centred = torch.where(mask, values - mean, torch.zeros((), dtype=values.dtype, device=values.device))
     var = (centred ** 2).sum() / (n - 1 if unbiased else n)
-    return var
+    return var.to(dtype)
 
 
 def masked_whiten(values, mask=None, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
@@ -80,10 +95,12 @@ def masked_whiten(values, mask=None, shift_mean: bool = True, eps: float = 1e-8)
         x̂_i = (x_i − mean_m(x)) / sqrt(var_m(x) + eps)
 
     With `shift_mean=False` the mean is added back: only the scale changes, which is what
-    RLHF trainers do to rewards. Unmasked entries are returned unchanged. Same shape as input.
+    RLHF trainers do to rewards. Unmasked entries are returned unchanged. Same shape and dtype
+    as the input (half precision is computed in float32).
     """
-    values = finite_tensor(as_tensor(values, "values"), "values")
+    values = non_empty(finite_tensor(as_tensor(values, "values"), "values"), "values")
     mask_b = check_mask(mask, values)
+    dtype, values = _compute_dtype(values)
     if mask_b is None:
         mask_b = torch.ones_like(values, dtype=torch.bool)
     n = int(mask_b.sum())
@@ -92,7 +109,7 @@ def masked_whiten(values, mask=None, shift_mean: bool = True, eps: float = 1e-8)
     whitened = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean
-    return torch.where(mask_b, whitened, values)
+    return torch.where(mask_b, whitened, values).to(dtype)
 
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, with_entropy: bool = False):

@@ -9,7 +9,7 @@ that *precedes* token t, so the policy and the critic share one backbone:
     π(·|x_{≤t}) = softmax(lm_head(h_t))  (B, T, V)
 
 Alignment, spelled out: the logits and the value at position t belong to the state
-x_{≤t} and score the token at position t+1 (see `ppo_core.rlhf.sequence_logprobs`).
+x_{≤t} and score the token at position t+1 (see `ppo_core.trainers.rlhf.sequence_logprobs`).
 
 `CausalLMWithValueHead` wraps *any* `AutoModelForCausalLM` (GPT-2, Llama, GPT-NeoX, ...):
 it asks the model for `output_hidden_states` and reads the last one, instead of reaching
@@ -98,8 +98,9 @@ def lm_forward(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
 class ValueHead(nn.Module):
     """V(s_t) = w · h_t + b, one scalar per token, computed in float32.
 
-    The weights start small (std 1/sqrt(H+1)) and the bias at zero, so the first values are
-    of order one at most: a critic that knows nothing should not inject large baselines.
+    Weights and bias start at zero (as in lm-human-preferences and TRL), so V ≡ 0 before
+    the first update: a critic that knows nothing injects no baseline, and the first
+    advantages are the returns themselves.
 
     Args:
         hidden_size: H, the width of the backbone's last hidden state.
@@ -113,7 +114,7 @@ class ValueHead(nn.Module):
             raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
         self.dropout = nn.Dropout(dropout)
         self.summary = nn.Linear(hidden_size, 1, dtype=torch.float32)
-        nn.init.normal_(self.summary.weight, std=1.0 / (hidden_size + 1) ** 0.5)
+        nn.init.zeros_(self.summary.weight)
         nn.init.zeros_(self.summary.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -115,3 +115,58 @@ def test_whiten_gives_zero_mean_unit_std(xs):
     # shift_mean=False (TRL's convention for rewards): unit spread, the mean is kept
     assert float(kept.mean()) == pytest.approx(float(x.mean()), rel=1e-4, abs=1e-6)
     assert float(kept.std()) == pytest.approx(1.0, rel=1e-4)
+
+
+# ------------------------------------------------------------------ group baselines (ch. 07)
+
+from ppo_core.advantages import GROUP_STD_EPS, group_advantages, rloo_advantages  # noqa: E402
+
+
+def test_group_advantages_hand_worked():
+    # two prompts, G = 3: scores [1, 2, 3] (mean 2, sample std 1) and [0, 0, 6] (mean 2, std √12)
+    adv = group_advantages([1.0, 2.0, 3.0, 0.0, 0.0, 6.0], group_size=3)
+    s = 12 ** 0.5
+    expected = [-1 / (1 + GROUP_STD_EPS), 0.0, 1 / (1 + GROUP_STD_EPS),
+                -2 / (s + GROUP_STD_EPS), -2 / (s + GROUP_STD_EPS), 4 / (s + GROUP_STD_EPS)]
+    np.testing.assert_allclose(adv.numpy(), expected, rtol=1e-6)
+    # Dr. GRPO: the same without the division by the std
+    dr = group_advantages([1.0, 2.0, 3.0, 0.0, 0.0, 6.0], group_size=3, scale_by_std=False)
+    np.testing.assert_allclose(dr.numpy(), [-1, 0, 1, -2, -2, 4], atol=1e-6)
+
+
+def test_rloo_advantages_hand_worked():
+    # R_i minus the mean of the other two: [1 − 2.5, 2 − 2, 3 − 1.5]; and G = 2: [0, 4] → [−4, 4]
+    np.testing.assert_allclose(rloo_advantages([1.0, 2.0, 3.0], 3).numpy(), [-1.5, 0, 1.5], atol=1e-6)
+    np.testing.assert_allclose(rloo_advantages([0.0, 4.0], 2).numpy(), [-4, 4], atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("G", [2, 3, 8])
+def test_rloo_is_g_over_g_minus_1_times_the_centred_score(seed, G):
+    r = torch.randn(5 * G, generator=torch.Generator().manual_seed(seed))
+    loop = torch.tensor([float(r[i] - (r[(i // G) * G:(i // G + 1) * G].sum() - r[i]) / (G - 1))
+                         for i in range(len(r))])
+    rloo = rloo_advantages(r, G)
+    np.testing.assert_allclose(rloo.numpy(), loop.numpy(), atol=1e-5)
+    np.testing.assert_allclose(rloo.numpy(),
+                               (G / (G - 1) * group_advantages(r, G, scale_by_std=False)).numpy(),
+                               atol=1e-5)
+    for adv in (rloo, group_advantages(r, G)):                      # each group sums to 0
+        np.testing.assert_allclose(adv.reshape(-1, G).sum(1).numpy(), 0.0, atol=1e-5)
+
+
+def test_group_of_equal_scores_gets_zero_advantage():
+    for adv in (group_advantages([0.7] * 4, 4), rloo_advantages([0.7] * 4, 4)):
+        assert torch.equal(adv, torch.zeros(4))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(scores=[1.0, 2.0, 3.0], group_size=2), "multiple of group_size"),
+    (dict(scores=[1.0, 2.0], group_size=1), "group_size must be an int >= 2"),
+    (dict(scores=[[1.0, 2.0]], group_size=2), r"\(B,\) sequence scores"),
+    (dict(scores=[1.0, float("nan")], group_size=2), "non-finite"),
+])
+def test_group_baselines_reject_bad_input(bad, match):
+    for fn in (group_advantages, rloo_advantages):
+        with pytest.raises(ValueError, match=match):
+            fn(**bad)

@@ -110,7 +110,7 @@ def test_runs_are_reproducible_and_seeds_are_independent():
 def test_clip_bounds_the_per_update_step_and_penalty_bounds_the_drift():
     """The chapter 02 experiment, small: several epochs per batch with a large step."""
     bandit = make_bandit("bernoulli", MEANS)
-    base = dict(updates=25, batch_size=32, epochs=10, lr=5.0, n_seeds=16,
+    base = dict(updates=25, batch_size=32, update_epochs=10, lr=5.0, n_seeds=16,
                 init_logits=(1.0, 2.0, 0.0, 0.0, 0.0))
     run = {name: train_bandit_ppo(bandit, BanditPPOConfig(**base, **kw)) for name, kw in {
         "none": dict(clip_eps=None), "clip": dict(clip_eps=0.2),
@@ -136,13 +136,13 @@ def test_adaptive_beta_moves_towards_the_target():
 
 def test_exploding_logits_are_reported_as_divergence_not_nan():
     bandit = make_bandit("bernoulli", MEANS)
-    recs = train_bandit_ppo(bandit, BanditPPOConfig(clip_eps=None, lr=100.0, epochs=16, n_seeds=8,
+    recs = train_bandit_ppo(bandit, BanditPPOConfig(clip_eps=None, lr=100.0, update_epochs=16, n_seeds=8,
                                                     init_logits=(1.0, 2.0, 0.0, 0.0, 0.0)))
     assert diverged(recs) and recs[-1]["bandit/diverged"] == 1
     assert all(math.isfinite(v) for r in recs for v in r.values() if isinstance(v, float))
 
 
-@pytest.mark.parametrize("field,value", [("lr", 0.0), ("lr", float("nan")), ("epochs", 0),
+@pytest.mark.parametrize("field,value", [("lr", 0.0), ("lr", float("nan")), ("update_epochs", 0),
                                          ("clip_eps", -0.1), ("beta", -1.0), ("optimizer", "rmsprop"),
                                          ("init_logits", (0.0, 1.0)), ("batch_size", 2.5)])
 def test_bad_config_names_the_field(field, value):

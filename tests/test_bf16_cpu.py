@@ -23,9 +23,10 @@ from ppo_core.trainers.rlhf import RLHFConfig, sample_responses, sequence_logpro
 def test_bf16_logprobs_values_entropy_are_float32_and_close_to_fp32(tiny, prompts,
                                                                   bf16_close_to_fp32):
     model, tok = tiny
-    # tighter than the fixture's defaults: on the CPU these bounds also catch logits or a
-    # log-softmax rounded to bf16 (0.0044 / 0.19), not only a missing float32 head
-    bf16_close_to_fp32(model, tok, prompts[:16], seed=3, mean_tol=0.0035, max_tol=0.12)
+    # the absolute bounds sit above what correct code gave on 8 samples (mean 0.0021–0.0041,
+    # max up to 0.195 nats); the fixture's relative check against bf16-rounded logits on the
+    # same sample is what catches rounded logits or a bf16 log-softmax
+    bf16_close_to_fp32(model, tok, prompts[:16], seed=3, mean_tol=0.006, max_tol=0.25)
 
 
 def test_two_bf16_iterations_on_cpu_are_finite_and_start_at_kl_zero(tiny, prompts):

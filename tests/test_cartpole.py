@@ -19,7 +19,7 @@ import torch
 
 from ppo_core.advantages import gae
 from ppo_core.trainers.cartpole import (ActorCritic, CartPoleConfig, EnvState, TrainingDiverged, cli_main,
-                               collect_rollout, evaluate_greedy, load_policy, make_envs,
+                               collect_rollout, evaluate_greedy, load_agent, make_envs,
                                rollout_advantages, train)
 from ppo_core.metrics import read_log
 
@@ -149,7 +149,7 @@ def test_same_seed_gives_identical_log(tmp_path):
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     result = train(CartPoleConfig(seed=0, save_dir=str(tmp_path / "ck"), **SHORT))
-    model, cfg = load_policy(tmp_path / "ck")
+    model, cfg = load_agent(tmp_path / "ck")
     assert (tmp_path / "ck" / "weights.safetensors").exists()
     assert json.loads((tmp_path / "ck" / "checkpoint.json").read_text())["config"]["seed"] == 0
     obs = torch.randn(64, 4)
@@ -224,7 +224,7 @@ def test_keyboard_interrupt_keeps_log_and_checkpoint(tmp_path, monkeypatch):
     assert len(read_log(log)) == 4
     meta = json.loads((ck / "checkpoint.json").read_text())
     assert meta["state"]["iteration"] == 4
-    load_policy(ck)
+    load_agent(ck)
 
 
 def test_resume_after_an_interrupt_does_not_duplicate_iterations(tmp_path, monkeypatch):
@@ -317,16 +317,48 @@ def test_cli_help_documents_every_flag(capsys):
 
 
 def test_cli_short_run(tmp_path):
-    log, ck = tmp_path / "x.jsonl", tmp_path / "ck"
+    log, ck, video = tmp_path / "x.jsonl", tmp_path / "ck", tmp_path / "agent.gif"
     proc = subprocess.run(
         [sys.executable, "-m", "ppo_core", "cartpole", "--seed", "0", "--clip-eps", "none",
          "--beta", "0.0", "--lr", "0.003", "--total-steps", "1024", "--num-envs", "16",
          "--num-steps", "16", "--eval-every", "512", "--eval-episodes", "2",
-         "--log", str(log), "--save", str(ck)],
+         "--log", str(log), "--save", str(ck), "--video", str(video),
+         "--tensorboard", str(tmp_path / "tb")],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert len(read_log(log)) == 4 and (ck / "weights.safetensors").exists()
-    assert "steps" in proc.stdout
+    assert "steps" in proc.stdout and f"video: {video}" in proc.stdout
+    assert video.stat().st_size > 0 and list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    # an existing video is refused before any training, unless --overwrite
+    again = [str(a) for a in ("--total-steps", 256, "--eval-every", 0, "--video", video)]
+    assert cli_main(again) == 2
+    assert cli_main(again + ["--overwrite"]) == 0
+
+
+def _balance(obs):
+    """A hand-written CartPole controller: push towards where the pole is falling."""
+    return (obs[:, 2] + 0.5 * obs[:, 3] > 0).astype(np.int64)
+
+
+def test_record_video_writes_a_small_gif(tmp_path):
+    from PIL import Image
+
+    from ppo_core.trainers.rollout import record_video
+
+    info = record_video(_balance, "CartPole-v1", tmp_path / "v.gif", seed=0, max_steps=40)
+    assert (info["steps"], info["return"], info["frames"]) == (40, 40.0, 21)   # frame 0, 2, ..., 40
+    assert info["bytes"] == (tmp_path / "v.gif").stat().st_size < 100_000
+    with Image.open(tmp_path / "v.gif") as gif:
+        assert gif.size == (300, 200) and gif.info.get("loop") == 0
+        durations = []
+        for i in range(gif.n_frames):                 # Pillow merges identical frames
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+    assert 1 < len(durations) <= 21 and sum(durations) == 20 * 40 + 1000    # 50 fps, every 2nd
+    fell = record_video(ActorCritic(4, 2, seed=0), path=tmp_path / "u.gif", max_steps=200)
+    assert fell["steps"] < 200 and fell["frames"] == fell["steps"] // 2 + 1 + fell["steps"] % 2
+    with pytest.raises(ValueError, match="gif"):
+        record_video(_balance, path=tmp_path / "v.mp4")
 
 
 
@@ -356,3 +388,90 @@ def test_cartpole_lab_runs_and_overlays():
     assert "ε=off" in lab.runs[0]["label"] and "ε=0.2" in lab.runs[1]["label"]
     lab.clear()
     assert not lab.runs
+
+
+# ---------------------------------------------------------------- what reaches the loss (issue 13)
+
+BUGCHECK = dict(total_steps=512, num_envs=4, num_steps=64, update_epochs=1, num_minibatches=1,
+                eval_every=0)
+
+
+def _spy(monkeypatch, adv_of=None):
+    """Record, per update, the rollout's valid mask, its advantages and the arguments each
+    `ppo_objective` call gets. `adv_of(adv)` replaces the advantages GAE computed."""
+    from ppo_core.trainers import cartpole
+
+    seen = {"valid": [], "adv": [], "calls": []}
+    real_collect, real_adv, real_obj = (cartpole.collect_rollout, cartpole.rollout_advantages,
+                                        cartpole.ppo_objective)
+
+    def collect(*a, **k):
+        ro = real_collect(*a, **k)
+        seen["valid"].append(ro.valid.clone())
+        return ro
+
+    def advantages(*a, **k):
+        adv, ret = real_adv(*a, **k)
+        if adv_of is not None:
+            adv = adv_of(adv)
+        seen["adv"].append(adv.clone())
+        return adv, ret
+
+    def objective(logp, old_logp, adv, *a, **k):
+        seen["calls"].append({"logp": logp.detach().clone(), "adv": adv.detach().clone()})
+        return real_obj(logp, old_logp, adv, *a, **k)
+    monkeypatch.setattr(cartpole, "collect_rollout", collect)
+    monkeypatch.setattr(cartpole, "rollout_advantages", advantages)
+    monkeypatch.setattr(cartpole, "ppo_objective", objective)
+    return seen
+
+
+def test_autoreset_rows_never_reach_the_loss(monkeypatch):
+    """Under NEXT_STEP autoreset the step after an episode ends is a reset, not a transition
+    (`ro.valid` is False there): the loss sees exactly the valid transitions."""
+    seen = _spy(monkeypatch)
+    train(CartPoleConfig(**BUGCHECK))
+    assert len(seen["calls"]) == len(seen["valid"]) == 2
+    for valid, call in zip(seen["valid"], seen["calls"]):
+        assert int((~valid).sum()) > 0, "no episode ended: the test would prove nothing"
+        assert call["logp"].shape == (int(valid.sum()),)
+
+
+@pytest.mark.parametrize("norm_adv", [True, False])
+def test_norm_adv_whitens_the_advantages_or_leaves_them(monkeypatch, norm_adv):
+    """Advantages replaced by ones of known mean 5: with norm_adv the loss gets them whitened
+    over the valid transitions (mean 0, std 1), without it exactly as they were."""
+    g = torch.Generator().manual_seed(0)
+    seen = _spy(monkeypatch, adv_of=lambda adv: 5.0 + 0.5 * torch.randn(adv.shape, generator=g))
+    train(CartPoleConfig(norm_adv=norm_adv, **BUGCHECK))
+    for valid, adv, call in zip(seen["valid"], seen["adv"], seen["calls"]):
+        raw, got = adv[valid], call["adv"]
+        if norm_adv:
+            assert abs(float(got.mean())) < 1e-5 and abs(float(got.std()) - 1) < 1e-3
+            torch.testing.assert_close(got, (raw - raw.mean()) / raw.std(), atol=1e-4, rtol=1e-4)
+        else:
+            assert torch.equal(got, raw) and abs(float(got.mean()) - 5.0) < 0.2
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e-3, 0.0])
+def test_max_grad_norm_bounds_every_step_the_optimizer_takes(max_grad_norm):
+    """The gradient each optimizer step applies has a global norm ≤ max_grad_norm (0 = off:
+    then it is larger, so the bound is not met by accident)."""
+    norms = []
+
+    def hook(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+                 if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(hook)
+    try:
+        train(CartPoleConfig(max_grad_norm=max_grad_norm, **dict(BUGCHECK, update_epochs=2)))
+    finally:
+        handle.remove()
+    assert len(norms) == 4
+    if max_grad_norm:
+        assert max(norms) <= max_grad_norm * (1 + 1e-4), norms
+    else:
+        assert min(norms) > 1e-2, norms

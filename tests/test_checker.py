@@ -154,3 +154,26 @@ def test_summary_says_each_status_in_words(bank, capsys):
     lines = {line.split()[-1]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert "correct" in lines["mc"] and "incorrect" in lines["multi"]
     assert "not attempted" in lines["num"]
+
+
+def test_free_text_shows_rubric_and_model_answer_once_written(capsys):
+    from ppo_core.course.checker import SELF_CHECK, FreeText
+
+    b = QuestionBank("free")
+    b.add(FreeText("plan", "Write a plan", "MODEL ANSWER", ["names the objective", "sets β"],
+                   min_words=5))
+    b.add(Numeric("num", "one", 1.0, "one"))
+    assert b.check("plan", None, quiet=True).status == "not_attempted"
+    assert b.check("plan", "too short", quiet=True).status == "not_attempted"
+    assert b.check("plan", 42, quiet=True).status == "incorrect"
+    res = b.check("plan", "use DPO with beta 0.1 and red-team it", quiet=True)
+    assert res.status == SELF_CHECK and not res.correct and res.attempted
+    assert "MODEL ANSWER" in res.message and "[ ] sets β" in res.message
+    b.check("num", 1.0, quiet=True)
+    assert b.all_correct()                           # graded ones right, free text written
+    b.summary()
+    out = capsys.readouterr().out
+    assert "1/1 correct, 1/1 written" in out and "compare" in out
+    assert "MODEL ANSWER" not in repr(b.questions["plan"])
+    with pytest.raises(ValueError, match="rubric"):
+        FreeText("x", "?", "answer", [])

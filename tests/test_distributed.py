@@ -103,7 +103,7 @@ def test_bad_launch_settings_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="nproc"):
         distributed.launch(0, ["rlhf"])
     with pytest.raises(SystemExit) as e:
-        rlhf.build_parser().parse_args(["--nproc", "0"])
+        rlhf.cli_parser().parse_args(["--nproc", "0"])
     assert e.value.code == 2
     with pytest.raises(ValueError, match="dist_timeout"):
         rlhf.RLHFConfig(dist_timeout=0)
@@ -136,6 +136,29 @@ def test_two_ranks_keep_identical_weights_and_beta_on_different_prompts(tmp_path
     for mine, theirs in zip(r0["prompts"], r1["prompts"]):          # the global batch, split
         assert len(mine) == len(theirs) == 4 and not set(mine) & set(theirs)
     assert (r0["seed"], r1["seed"]) == (0, 1)                       # sampling seeds differ
+
+
+def test_two_ranks_with_groups_kl_in_the_loss_and_ptx(tmp_path):
+    """Chapter 07's options under two ranks: GRPO groups (each rank holds whole groups of
+    G = 2 samples of one prompt), KL in the loss (k3), clip-higher, a per-sequence loss
+    aggregation and the pre-training term: the ranks end with the same parameters and
+    records, and each rank's batch is whole groups of distinct prompts."""
+    proc = _worker(2, tmp_path, {"steps": 2, "batch_size": 4, "minibatch_size": 2,
+                                 "update_epochs": 1, "response_len": 8, "lr": 1e-3,
+                                 "advantage": "grpo", "group_size": 2, "kl_in": "loss",
+                                 "kl_estimator": "k3", "clip_eps_high": 0.28,
+                                 "loss_agg": "seq-mean-token-mean", "ptx_coef": 0.1})
+    _ok(proc)
+    (w0, r0), (w1, r1) = _load(tmp_path, 0), _load(tmp_path, 1)
+    differ = [k for k in w0 if k.startswith("param.") and not torch.equal(w0[k], w1[k])]
+    assert not differ, differ
+    for a, b in zip(r0["records"], r1["records"]):
+        assert not _same_but_perf(a, b), _same_but_perf(a, b)
+        assert a["losses/value_loss"] is None and a["losses/ptx_loss"] > 0
+    for mine, theirs in zip(r0["prompts"], r1["prompts"]):
+        for batch in (mine, theirs):                               # [p, p, q, q]
+            assert batch[0] == batch[1] and batch[2] == batch[3] and batch[0] != batch[2]
+        assert not set(mine) & set(theirs)
 
 
 def test_one_process_whole_batch_equals_two_processes_half_each(tmp_path):
@@ -249,4 +272,4 @@ def test_ctrl_c_on_the_launcher_stops_every_rank_and_keeps_log_and_checkpoint(tm
     lines = log.read_text().splitlines()
     state = json.loads((ckpt / rlhf.CHECKPOINT_META).read_text())["state"]
     assert state["interrupted"] and state["iteration"] == len(lines) >= 2
-    assert out.count("Interrupted: the log keeps") == 1               # rank 0's notice only
+    assert out.count("Stopped early: the log keeps") == 1             # rank 0's notice only

@@ -163,6 +163,11 @@ def test_kl_placement_gradients_are_exact(seed):
     assert torch.allclose(_grad((pi * k["k1"]).sum(), theta), torch.zeros(6, dtype=torch.float64),
                           atol=1e-12)
     assert (fwd - rev).abs().max() > 1e-3                           # the directions differ
+    # k2 or k3 in the *reward* (score function, E[k·∇log π]) is biased: k3 gives fwd − rev
+    k3_in_reward = _grad((pi * k["k3"].detach() * lp).sum(), theta)
+    assert torch.allclose(k3_in_reward, fwd - rev, atol=1e-12)
+    k2_in_reward = _grad((pi * k["k2"].detach() * lp).sum(), theta)
+    assert (k2_in_reward - fwd).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("kind,target", [(None, "forward"), ("k2", "forward"),
@@ -252,3 +257,147 @@ def test_categorical_kl_is_exact_and_zero_on_equal_inputs():
     assert categorical_kl(p.log(), p.log() + 3.0).item() == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="logits_q"):
         categorical_kl(p.log(), torch.zeros(2))
+
+
+# ---------------------------------------------------------------- bugs the suite once missed (issue 13)
+
+@pytest.mark.parametrize("kind", ["k1", "k2", "k3"])
+def test_ppo_objective_kl_term_ignores_masked_entries(kind):
+    """Padded entries hold a huge log-ratio to the reference: the KL term (value, penalty and
+    gradient) must average over the unmasked entries only, like every other term."""
+    logp = torch.tensor([-1.0, -0.5, -2.0, -0.1], requires_grad=True)
+    ref = torch.tensor([-1.2, -0.3, 6.0, -9.0])
+    mask = torch.tensor([1, 1, 0, 0])
+    adv = torch.zeros(4)                                # only the KL term has a gradient
+    loss, stats = ppo_objective(logp, logp.detach(), adv, 0.2, mask=mask, ref_logp=ref,
+                                beta=0.5, kl_kind=kind)
+    expected = float(kl_estimate(logp.detach()[:2], ref[:2], kind).mean())
+    assert stats["kl_ref"] == pytest.approx(expected)
+    assert stats["kl_penalty"] == pytest.approx(0.5 * expected)
+    loss.backward()
+    assert logp.grad[2:].abs().max() == 0 and logp.grad[:2].abs().max() > 0
+    # the exact per-sample KL (kl=) is masked the same way
+    _, stats = ppo_objective(logp, logp.detach(), adv, 0.2, mask=mask, kl=ref.abs(), beta=0.5)
+    assert stats["kl_ref"] == pytest.approx(float(ref[:2].abs().mean()))
+
+
+def test_old_logp_is_a_constant_even_when_it_carries_a_graph():
+    """old_logp computed by the same network without no_grad still carries a graph: the loss
+    must treat it as a constant. Then, at r = 1, ∇loss = −mean(Â·∇log π) (the policy
+    gradient); differentiating through old_logp too would cancel it to 0."""
+    theta = torch.tensor([0.3, -0.2, 0.1], requires_grad=True)
+    actions = torch.tensor([0, 2, 1, 0])
+    adv = torch.tensor([1.0, -0.5, 2.0, 0.3])
+
+    def logp_of():
+        return torch.log_softmax(theta, 0)[actions]            # (4,) log π_θ(a)
+    old_leaf = logp_of().detach().requires_grad_(True)
+    loss, _ = ppo_objective(logp_of(), old_leaf, adv, 0.2)
+    loss.backward()
+    assert old_leaf.grad is None                          # nothing flows into old_logp
+    theta.grad = None
+    loss, _ = ppo_objective(logp_of(), logp_of(), adv, 0.2)     # old_logp not detached
+    loss.backward()
+    got = theta.grad.clone()
+    theta.grad = None
+    (-(adv * logp_of()).mean()).backward()                # the policy gradient at r = 1
+    torch.testing.assert_close(got, theta.grad)
+    assert got.abs().max() > 0.05
+
+
+# ------------------------------------------------------------------ chapter 07's objectives
+
+import numpy as np  # noqa: E402
+
+from ppo_core.losses import LOSS_AGGS, aggregate_loss, dpo_loss  # noqa: E402
+
+#: (r, Â) → (objective, clip active) with ε_low = 0.2, ε_high = 0.28 (DAPO's values)
+ASYM_TABLE = {
+    (1.25, 1): (1.25, False),   # inside 1 + ε_high: unclipped (the symmetric clip stops at 1.2)
+    (1.5, 1): (1.28, True),     # beyond 1 + ε_high: clipped
+    (0.7, -1): (-0.8, True),    # below 1 − ε_low: clipped, as with the symmetric clip
+    (0.9, -1): (-0.9, False),
+    (1.3, -1): (-1.3, False),   # r·Â = −1.3 < −1.28: the unclipped branch is the minimum
+    (0.7, 1): (0.7, False),
+}
+
+
+@pytest.mark.parametrize("r,adv", list(ASYM_TABLE))
+def test_asymmetric_clip_matches_hand_table(r, adv):
+    expected, active = ASYM_TABLE[(r, adv)]
+    logp = torch.tensor([math.log(r)], requires_grad=True)
+    loss, stats = clipped_surrogate(logp, torch.zeros(1), torch.tensor([float(adv)]), 0.2,
+                                    clip_eps_high=0.28)
+    assert loss.item() == pytest.approx(-expected, abs=1e-6)
+    assert stats["clipfrac"] == (1.0 if active else 0.0)
+    loss.backward()
+    assert logp.grad.item() == (0.0 if active else pytest.approx(-r * adv, rel=1e-6))
+
+
+def test_asymmetric_clip_equal_to_symmetric_when_high_equals_low():
+    torch.manual_seed(0)
+    logp, old, adv = torch.randn(20), torch.randn(20), torch.randn(20)
+    a, _ = clipped_surrogate(logp, old, adv, 0.2)
+    b, _ = clipped_surrogate(logp, old, adv, 0.2, clip_eps_high=0.2)
+    assert a.item() == b.item()
+    with pytest.raises(ValueError, match="clip_eps_high needs clip_eps"):
+        clipped_surrogate(logp, old, adv, None, clip_eps_high=0.28)
+    with pytest.raises(ValueError, match="clip_eps_high"):
+        clipped_surrogate(logp, old, adv, 0.2, clip_eps_high=-1.0)
+
+
+def test_loss_aggregations_hand_worked():
+    x = torch.tensor([[1.0, 2.0, 9.0], [3.0, 9.0, 9.0]])
+    m = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert aggregate_loss(x, m, "token-mean").item() == pytest.approx((1 + 2 + 3) / 3)
+    assert aggregate_loss(x, m, "seq-mean-token-mean").item() == pytest.approx((1.5 + 3) / 2)
+    assert aggregate_loss(x, m, "seq-mean-token-sum-norm").item() == pytest.approx((3 + 3) / 2 / 3)
+    assert aggregate_loss(x, m, "seq-mean-token-sum-norm", norm=6).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="loss_agg must be one of"):
+        aggregate_loss(x, m, "sum")
+    with pytest.raises(ValueError, match="no token"):
+        aggregate_loss(x, torch.tensor([[1, 0, 0], [0, 0, 0]]), "seq-mean-token-mean")
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        aggregate_loss(torch.ones(4), None, "seq-mean-token-mean")
+
+
+@pytest.mark.parametrize("mode", LOSS_AGGS)
+def test_ppo_objective_aggregates_surrogate_and_kl_alike(mode):
+    torch.manual_seed(1)
+    logp = torch.randn(3, 5, requires_grad=True)
+    old, ref, adv = torch.randn(3, 5), torch.randn(3, 5), torch.randn(3, 5)
+    m = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]])
+    loss, _ = ppo_objective(logp, old, adv, 0.2, mask=m, ref_logp=ref, beta=0.1, kl_kind="k3",
+                            loss_agg=mode)
+    ratio = (logp - old).exp()
+    obj = torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv) - 0.1 * kl_estimate(logp, ref, "k3")
+    assert loss.item() == pytest.approx(-aggregate_loss(obj, m, mode).item(), rel=1e-5)
+
+
+def test_dpo_loss_matches_its_formula():
+    lc, lr = torch.tensor([-3.0, -2.0], requires_grad=True), torch.tensor([-5.0, -1.0], requires_grad=True)
+    rc, rr = torch.tensor([-4.0, -2.5]), torch.tensor([-4.0, -1.5])
+    loss, stats = dpo_loss(lc, lr, rc, rr, beta=0.5)
+    h = 0.5 * ((lc - rc) - (lr - rr))                   # [1.0, 0.0]
+    expected = -torch.nn.functional.logsigmoid(h).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss.item() == pytest.approx((math.log(1 + math.exp(-1)) + math.log(2)) / 2, rel=1e-6)
+    assert stats["reward_chosen"] == pytest.approx(0.5 * (1.0 + 0.5) / 2)
+    assert stats["reward_rejected"] == pytest.approx(0.5 * (-1.0 + 0.5) / 2)
+    assert stats["reward_margin"] == pytest.approx(0.5)
+    assert stats["reward_accuracy"] == pytest.approx(0.5)    # pair 2 is a tie: not counted right
+    loss.backward()
+    # d loss / d log π(y_w) = −β σ(−h) / B: more chosen probability lowers the loss
+    np.testing.assert_allclose(lc.grad.numpy(), (-0.5 * torch.sigmoid(-h) / 2).detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(lr.grad.numpy(), (0.5 * torch.sigmoid(-h) / 2).detach().numpy(), rtol=1e-6)
+
+
+def test_dpo_loss_is_log_2_at_the_reference_and_rejects_bad_input():
+    z = torch.zeros(4)
+    loss, stats = dpo_loss(z, z, z, z, beta=0.1)
+    assert loss.item() == pytest.approx(math.log(2))
+    assert stats["reward_accuracy"] == 0.0
+    with pytest.raises(ValueError, match="beta"):
+        dpo_loss(z, z, z, z, beta=0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        dpo_loss(z, torch.zeros(3), z, z)

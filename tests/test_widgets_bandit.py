@@ -47,7 +47,7 @@ def test_slider_change_runs_real_training_and_redraws(lab, monkeypatch):
 def test_every_slider_reaches_the_trainer(lab):
     assert lab.set(beta=0.7, clip_eps="off", lr=0.5, epochs=3)
     cfg = lab.current_config()
-    assert (cfg.beta, cfg.clip_eps, cfg.lr, cfg.epochs) == (0.7, None, 0.5, 3)
+    assert (cfg.beta, cfg.clip_eps, cfg.lr, cfg.update_epochs) == (0.7, None, 0.5, 3)
     rec = lab.records[-1]
     assert rec["objective/beta"] == pytest.approx(0.7) and rec["losses/clipfrac"] == 0.0
     assert lab.set(clip_eps=0.1, beta=0.0)

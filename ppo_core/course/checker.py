@@ -29,6 +29,11 @@ correct answer; `hint`, optional, is shown after a wrong one):
         where a loss is right in value and wrong in gradient (e.g. a clip that still
         passes gradient). On the first mismatch the checker shows that input and both
         outputs (the reference output for a *failed* attempt is not the answer to write).
+    FreeText(qid, prompt, model_answer, rubric, min_words=40)
+        a written answer that no program can grade (a design, a blueprint). Once the learner
+        has written at least `min_words` words, `check` shows the rubric (the points a good
+        answer covers) and a model answer to compare against; the status is "self_check"
+        ("compare"), never "correct".
 
 Registries:
 
@@ -45,8 +50,9 @@ module that the notebook imports; the exercise notebooks keep theirs out of sigh
 id twice replaces the question (re-running a notebook cell is harmless).
 
 `check` prints its verdict and returns a `Result` with `.status` one of "correct",
-"incorrect", "not_attempted", and `.correct` (bool). A solution notebook ends with
-`assert all_correct()`; a learner's notebook ends with `summary()`.
+"incorrect", "not_attempted" (and "self_check" for a written `FreeText` answer), and
+`.correct` (bool). A solution notebook ends with `assert all_correct()` (every graded
+question correct, every free-text one written); a learner's notebook ends with `summary()`.
 
 Example:
 
@@ -71,14 +77,17 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["MultipleChoice", "Numeric", "FunctionCheck", "QuestionBank", "Result", "BANK",
-           "register", "check", "summary", "all_correct", "reveal", "NOT_ATTEMPTED"]
+__all__ = ["MultipleChoice", "Numeric", "FunctionCheck", "FreeText", "QuestionBank", "Result",
+           "BANK", "register", "check", "summary", "all_correct", "reveal", "NOT_ATTEMPTED",
+           "SELF_CHECK"]
 
 NOT_ATTEMPTED = "not_attempted"
+SELF_CHECK = "self_check"          # a written answer, to compare with the rubric (not graded)
 _MARK = {"correct": "✅ Correct.", "incorrect": "❌ Not quite.",
-         NOT_ATTEMPTED: "⏳ Not attempted yet."}
+         NOT_ATTEMPTED: "⏳ Not attempted yet.", SELF_CHECK: "📝 Written: compare it."}
 # the summary's words beside its marks: without an emoji font the marks are empty boxes
-_WORD = {"correct": "correct", "incorrect": "incorrect", NOT_ATTEMPTED: "not attempted"}
+_WORD = {"correct": "correct", "incorrect": "incorrect", NOT_ATTEMPTED: "not attempted",
+         SELF_CHECK: "compare"}
 
 
 @dataclass
@@ -332,6 +341,42 @@ class _Mismatch(Exception):
     pass
 
 
+@dataclass
+class FreeText:
+    """A written answer compared, by the learner, with a rubric and a model answer."""
+
+    qid: str
+    prompt: str
+    model_answer: str = field(repr=False)
+    rubric: tuple = field(repr=False)
+    min_words: int = 40
+
+    def __post_init__(self):
+        if not self.rubric or not all(isinstance(r, str) and r for r in self.rubric):
+            raise ValueError(f"rubric must be a non-empty list of points, got {self.rubric!r}")
+        self.rubric = tuple(self.rubric)
+
+    @property
+    def explanation(self) -> str:                 # what `reveal` prints after the answer
+        return "A good answer covers:\n" + "\n".join(f"  [ ] {r}" for r in self.rubric)
+
+    def grade(self, answer) -> Result:
+        if not isinstance(answer, str):
+            return Result(self.qid, "incorrect", f"expected your answer as text (a string), got "
+                                                 f"{type(answer).__name__}.")
+        n = len(answer.split())
+        if n < self.min_words:
+            return Result(self.qid, NOT_ATTEMPTED, f"{n} words so far: write at least "
+                                                   f"{self.min_words}, then run the cell again.")
+        return Result(self.qid, SELF_CHECK,
+                      "Nobody grades this but you. Tick each point your answer covers, then "
+                      "read the model answer.\n" + self.explanation + "\nModel answer:\n"
+                      + _wrap(self.model_answer))
+
+    def answer_text(self) -> str:
+        return "(a model answer)\n" + _wrap(self.model_answer)
+
+
 def _short(x) -> str:
     if isinstance(x, torch.Tensor):
         x = x.detach()
@@ -353,7 +398,7 @@ class QuestionBank:
 
     def add(self, question):
         if not hasattr(question, "grade") or not getattr(question, "qid", ""):
-            raise ValueError(f"question must be a MultipleChoice, Numeric or FunctionCheck "
+            raise ValueError(f"question must be a MultipleChoice, Numeric, FunctionCheck or FreeText "
                              f"with a qid, got {question!r}")
         self.questions[question.qid] = question
         self.results.pop(question.qid, None)
@@ -379,13 +424,20 @@ class QuestionBank:
                  for qid in self.questions}
         if not quiet:
             n_ok = sum(s == "correct" for s in table.values())
-            print(f"{self.name}: {n_ok}/{len(table)} correct")
+            n_free = sum(isinstance(q, FreeText) for q in self.questions.values())
+            print(f"{self.name}: {n_ok}/{len(table) - n_free} correct"
+                  + (f", {sum(s == SELF_CHECK for s in table.values())}/{n_free} written "
+                     f"(compare them with the rubric)" if n_free else ""))
             for qid, s in table.items():
                 print(f"  {_MARK[s].split()[0]} {_WORD[s]:<13} {qid}")
         return table
 
     def all_correct(self) -> bool:
-        return bool(self.questions) and all(s == "correct" for s in self.summary(quiet=True).values())
+        """Every graded question correct and every free-text one written."""
+        table = self.summary(quiet=True)
+        return bool(self.questions) and all(
+            s == (SELF_CHECK if isinstance(self.questions[q], FreeText) else "correct")
+            for q, s in table.items())
 
     def reveal(self, qid: str) -> str:
         """Print (and return) the correct answer and its explanation: only on request."""

@@ -1,7 +1,7 @@
 """Planted RLHF bugs, for chapter 06 and the doctor's log bank (tests/log_bank).
 
 Each fault is injected from outside: a context manager swaps one function of
-`ppo_core.rlhf` for a broken copy while a run trains, so `rlhf.py` itself never holds a bug.
+`ppo_core.trainers.rlhf` for a broken copy while a run trains, so `rlhf.py` itself never holds a bug.
 
     eos_masked          pad == EOS and the loss mask drops every EOS token (the first too)
     shifted             logits at position t score the token at t, not at t+1 (no shift)

@@ -3,7 +3,7 @@
 Every function draws on axes it is given (or makes its own figure) and returns the
 `matplotlib.figure.Figure`, so a chapter can `fig.savefig(...)` and a widget can redraw
 into an `Output`. Inputs are the metrics records every trainer returns (one dict per
-iteration, DESIGN.md's namespaced keys), so the same plot serves a live run and a JSONL log.
+iteration, the README's namespaced keys), so the same plot serves a live run and a JSONL log.
 
 Contents (add new figures at the end, under a heading naming their chapter):
     series                      one key of a list of records as a float array (NaN if missing)
@@ -388,7 +388,7 @@ def plot_overoptimisation(runs: dict, smooth: int = 5, fit=None, axes=None, titl
                 axes[0].axvline(d_star, color="gray", ls=":", lw=1.2)
                 axes[0].text(d_star, axes[0].get_ylim()[0], f" d* = {d_star:.2f}", fontsize=8,
                              va="bottom", color="gray")
-    axes[0].set_title("gold reward (VADER): what we want", fontsize=10)
+    axes[0].set_title("gold reward (simulated reader): what we want", fontsize=10)
     axes[1].set_title("proxy reward (reward model): what PPO sees", fontsize=10)
     for ax in axes:
         ax.set_xlabel("d = √KL(π‖π_ref)   (√nats per response)")

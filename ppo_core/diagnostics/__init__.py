@@ -1,7 +1,7 @@
 """Read a metrics log, name the training failure, cite the iterations, suggest a fix (ch. 06).
 
 `diagnose(log)` runs one detector per failure signature on the records of a JSONL log
-(`ppo_core.metrics.read_log`, keys as in DESIGN.md) and returns a list of `Finding`s:
+(`ppo_core.metrics.read_log`, keys as in the README) and returns a list of `Finding`s:
 
     name               what it looks like in the log
     non_finite         a NaN/inf value, or the trainer's own `*/diverged` flag
@@ -14,8 +14,14 @@
     value_failure      explained variance ≤ 0, or value loss exploding with it
 
 An empty list means "no problem found"; `report(findings, records)` then prints the
-headline numbers instead. `plot_findings(records, findings)` draws the metrics with the
-flagged iterations shaded. `python -m ppo_core doctor LOG [--json]` is `cli_main`.
+headline numbers instead. A log that holds none of the metrics the detectors read raises
+`NoKnownMetrics` instead (never "no problem found"). `plot_findings(records, findings)` draws
+the metrics with the flagged iterations shaded. `python -m ppo_core doctor LOG [--json]` is
+`cli_main` (exit status 0 healthy, 1 problems, 2 unreadable input, 3 nothing to judge).
+
+Logs are read line by line, keeping only what the detectors read (`reader.read_for_doctor`):
+the course's JSONL, Stable-Baselines3's `progress.csv` and TRL's `trainer_state.json`, their
+keys mapped to the course's. Every detector is linear or O(n log n) in the iterations.
 
 Thresholds are relative to the run's own numbers wherever a run has numbers to compare with:
 
@@ -30,9 +36,13 @@ Thresholds are relative to the run's own numbers wherever a run has numbers to c
 A few anchors are not relative, because a run that fails from its first update has no
 healthy numbers to compare with; all are unitless:
 
-* `LOG_RATIO_LIMIT` = log(1.3) ≈ 0.26: approx_kl is the mean log-ratio log π_old − log π_θ
-  of the sampled actions; beyond log(1 + ε) with ε = 0.3, the widest clip range in common
-  use, the update has left any trust region PPO would allow;
+* `LOG_RATIO_LIMIT` = log(1.3) ≈ 0.26: this course's own "certainly broken" alarm, not a
+  published trust-region boundary. approx_kl is a mean log-ratio over the sampled actions;
+  log(1 + ε) with ε = 0.3, the widest clip range in common use, is where the clip would act
+  on a single sample, and a *mean* that large is 5–25× the per-update KL that PPO
+  implementations aim for (target KLs of 0.01–0.05: Spinning Up's target_kl = 0.01, CleanRL's
+  example 0.015, the PPO paper's adaptive d_targ of 0.003–0.03). A run with a `target_kl`
+  should be judged against that target first;
 * `SPIKE_FLOOR` = LOG_RATIO_LIMIT / 4 ≈ 0.066: a relative spike of approx_kl must also exceed
   this to count as destabilising (healthy updates sit at 0.01–0.03 and wobble 5× unharmed);
 * `ENTROPY_FLOOR` = 5 % of the run's initial entropy counts as "collapsed";
@@ -51,10 +61,12 @@ from .detectors import (DETECTORS, detect_destabilising_update, detect_entropy_c
                         detect_kl_blowup, detect_negative_kl, detect_non_finite,
                         detect_over_regularisation, detect_reward_hacking, detect_value_failure)
 from .figure import plot_findings
+from .reader import NoKnownMetrics, read_for_doctor
 from .report import diagnose, headline, report
 from .signals import SIGNATURES, Finding, noise, smooth
 
 __all__ = ["Finding", "diagnose", "headline", "report", "plot_findings", "cli_main",
+           "read_for_doctor", "NoKnownMetrics",
            "noise", "smooth",
            "DETECTORS", "SIGNATURES",
            "detect_non_finite", "detect_kl_blowup", "detect_destabilising_update",

@@ -8,8 +8,8 @@ import numpy as np
 
 from ..metrics import is_diverged
 from .signals import (ABRUPT_FRACTION, CLIPFRAC_FACTOR, DROP_FRACTION, DUPLICATE_FRACTION, EARLY_FRAC, ENTROPY_FLOOR, EV_FLOOR, HACK_DIVERGENCE, KL_ENTROPY_FACTOR, KL_NEAR_ZERO, KL_TARGET_FACTOR, LATE_FRAC, LOG_RATIO_LIMIT, MIN_POINTS, MIN_WINDOW, PERFORMANCE_KEYS, RUNAWAY_FACTOR, SIG, SPIKE_FACTOR, SPIKE_FLOOR, VALUE_LOSS_FACTOR,
-                      Finding, _fmt, _gain, _iters, _is_number, _late, _perf, _series, _window,
-                      noise, smooth)
+                      Finding, RunningMedian, _fmt, _gain, _iters, _is_number, _late, _perf,
+                      _series, _window, noise, smooth)
 
 # ---------------------------------------------------------------- detectors
 
@@ -44,10 +44,11 @@ def detect_kl_blowup(records: list[dict], kl_target: float | None = None) -> Fin
 
     * approx_kl (KL of one update, π_old→π_θ) runs away: its late median is
       ≥ `RUNAWAY_FACTOR` (10×) its early median and above `LOG_RATIO_LIMIT`/10, or
-      any update exceeds `LOG_RATIO_LIMIT` = log 1.3 (mean log-ratio outside any
-      PPO trust region);
+      any update exceeds `LOG_RATIO_LIMIT` = log 1.3 (the course's alarm: a mean log-ratio
+      5–25× the 0.01–0.05 per-update KL that PPO implementations target);
     * the KL to the reference (`objective/kl`) runs away: with β > 0 it rises significantly
-      (late vs early mean, SIG·SE) while the penalised objective J = R − β·KL falls
+      (late vs early mean, SIG·SE), is not ≈ 0 (late KL per token above `KL_NEAR_ZERO` of the
+      entropy, where the log has both), while the penalised objective J = R − β·KL falls
       significantly (R: `objective/proxy_reward`, or the bandit's `charts/expected_reward`).
       On the way to the optimum of its own objective, π* ∝ π_ref·e^{R/β}, a policy never pays
       more KL than it gains reward: KL(π*‖π_ref) ≤ (E_π*[R] − E_ref[R])/β. A KL that grows while
@@ -81,7 +82,11 @@ def detect_kl_blowup(records: list[dict], kl_target: float | None = None) -> Fin
         e, l = _window(n, EARLY_FRAC), _window(n, LATE_FRAC)
         rkey = next((k for k in ("objective/proxy_reward", "charts/expected_reward")
                      if _series(records, k)[1].size == n), None)
-        if rkey is not None and beta.size == n and np.median(beta) > 0:
+        _, klt_all = _series(records, "objective/kl_per_token")
+        _, ent_all = _series(records, "losses/entropy")
+        near_zero = (klt_all.size >= MIN_POINTS and ent_all.size == klt_all.size and
+                     float(np.median(klt_all[-l:])) <= KL_NEAR_ZERO * float(np.median(ent_all[-l:])))
+        if rkey is not None and beta.size == n and np.median(beta) > 0 and not near_zero:
             r = _series(records, rkey)[1]
             j = r - beta * kl                                    # J = R − β·KL, per record
             dj, se_j = _gain(j)
@@ -127,7 +132,8 @@ def detect_kl_blowup(records: list[dict], kl_target: float | None = None) -> Fin
         fix="Shrink the step: lower the learning rate, turn the clip on (ε 0.1–0.2), fewer "
             "epochs per batch or early-stop the epochs on approx_kl (target_kl ≈ 0.01–0.05); "
             "for KL to the reference raise β or use the adaptive controller with a target.",
-        summary=("The policy moves further in one update than any trust region allows"
+        summary=("The policy moves far further in one update than PPO's usual per-update "
+                 "KL targets (0.01–0.05) allow"
                  if "losses/approx_kl" in evidence else
                  "The KL to the reference runs away") + (
                      "; the KL to the reference runs away too." if "losses/approx_kl" in evidence
@@ -152,24 +158,36 @@ def detect_destabilising_update(records: list[dict]) -> Finding | None:
     pkey, pit, px = perf
     sd = noise(px)
     w = _window(px.size, 0.05)
+    order = np.argsort(pit, kind="stable")             # windows by iteration: searchsorted
+    pit_s, px_s = pit[order], px[order]
+    hist_max, hist_min = np.maximum.accumulate(px_s), np.minimum.accumulate(px_s)
+    ak_median, clip_median = RunningMedian(), RunningMedian()   # of every earlier update
+    for j in range(MIN_WINDOW):
+        ak_median.add(float(ak[j]))
+        if it[j] in clip:
+            clip_median.add(float(clip[it[j]]))
     hits, evidence, worst = [], {}, 0.0
     for j in range(MIN_WINDOW, ak.size):
-        base = float(np.median(ak[:j]))
+        if j > MIN_WINDOW:
+            ak_median.add(float(ak[j - 1]))
+            if it[j - 1] in clip:
+                clip_median.add(float(clip[it[j - 1]]))
+        base = ak_median.median()
         if not (ak[j] >= SPIKE_FACTOR * max(base, 1e-12) and ak[j] > SPIKE_FLOOR):
             continue
         t = int(it[j])
         if clip and not clip_off:
-            c_prev = [clip[i] for i in it[:j] if i in clip]
-            c_base = float(np.median(c_prev)) if c_prev else 0.0
+            c_base = clip_median.median() if len(clip_median) else 0.0
             if not (t in clip and clip[t] >= CLIPFRAC_FACTOR * max(c_base, 1e-3)):
                 continue
-        before, after = px[(pit <= t) & (pit > t - w)], px[(pit > t) & (pit <= t + w)]
-        hist = px[pit <= t]
+        up_to = int(np.searchsorted(pit_s, t, side="right"))      # iterations ≤ t
+        before = px_s[int(np.searchsorted(pit_s, t - w, side="right")):up_to]
+        after = px_s[up_to:int(np.searchsorted(pit_s, t + w, side="right"))]
         if before.size < 2 or after.size < 2:
             continue
         drop = float(np.mean(before) - np.mean(after))
         se = sd * math.sqrt(1 / before.size + 1 / after.size)
-        span = float(hist.max() - hist.min())
+        span = float(hist_max[up_to - 1] - hist_min[up_to - 1])   # range up to t
         if drop > SIG * se and drop >= DROP_FRACTION * span and span > 0:
             hits.append(t)
             if drop > worst:

@@ -38,14 +38,15 @@ def plot_findings(records: list[dict], findings: list[Finding] | None = None, ti
     `diagnose(records)`. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    records = _records(records)
-    findings = diagnose(records) if findings is None else findings
-    panels = [(t, [k for k in keys if np.any(_series(records, k)[1] != 0)]) for t, keys in _PANELS]
-    panels = [(t, ks) for t, ks in panels if ks]            # metrics that are all 0 say nothing
+    records = _records(records, require_known=False)      # draws whatever it can read
+    if findings is None:
+        findings = diagnose(records) if panels_of(records) else []
+    panels = panels_of(records)
     rows = max(1, len(findings))
     heights = [0.35 * rows + 0.3] + [1.7] * len(panels)
     fig, axes = plt.subplots(len(panels) + 1, 1, figsize=(8, sum(heights) + 0.8), sharex=True,
-                             gridspec_kw={"height_ratios": heights})
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    axes = axes[:, 0]                              # one column, even with no metric panel
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = list(SIGNATURES)
 
@@ -62,8 +63,9 @@ def plot_findings(records: list[dict], findings: list[Finding] | None = None, ti
     tl.tick_params(axis="y", length=0)
     if not findings:
         tl.set_yticks([])
-        tl.text(0.5, 0.5, "no problem found", transform=tl.transAxes, ha="center",
-                va="center", fontsize=9)
+        tl.text(0.5, 0.5, "no problem found" if panels else
+                "none of the metrics the doctor knows: nothing to judge",
+                transform=tl.transAxes, ha="center", va="center", fontsize=9)
     for ax, (t, keys) in zip(axes[1:], panels):
         for k in keys:
             it, x = _series(records, k)
@@ -83,6 +85,12 @@ def plot_findings(records: list[dict], findings: list[Finding] | None = None, ti
                            f"{len(findings)} problem(s) found"), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def panels_of(records) -> list[tuple[str, list[str]]]:
+    """(panel title, metrics) for each panel with a metric that is not all 0 or missing."""
+    panels = [(t, [k for k in keys if np.any(_series(records, k)[1] != 0)]) for t, keys in _PANELS]
+    return [(t, ks) for t, ks in panels if ks]              # metrics that are all 0 say nothing
 
 
 def _runs(iterations) -> list[tuple[int, int]]:

@@ -2,33 +2,46 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
-from ..metrics import read_log
 from .detectors import DETECTORS
-from .signals import PERFORMANCE_KEYS, Finding, _fmt, _series
+from .reader import check_known_metrics, read_for_doctor, slim_records
+from .signals import PERFORMANCE_KEYS, Finding, Records, _fmt, _is_number, _series
 
 # ---------------------------------------------------------------- entry points
 
-def _records(log) -> list[dict]:
+def _records(log, require_known: bool = True) -> Records:
+    """`log` (a path, a list of record dicts, or `Records` already read) as `Records`:
+    read once, slimmed to what the detectors need, checked to hold something to judge
+    (ValueError: unreadable or empty; `NoKnownMetrics`: none of the doctor's metrics)."""
+    if isinstance(log, Records):
+        return log
     if isinstance(log, (str, Path)):
-        records = read_log(log)
+        records, source = read_for_doctor(log), str(log)
     elif isinstance(log, list) and all(isinstance(r, dict) for r in log):
-        records = log
+        records, source = slim_records(log), "the records"
     else:
         raise ValueError(f"log must be a path to a JSONL log or a list of record dicts, "
                          f"got {type(log).__name__}")
     if not records:
         raise ValueError(f"log holds no records: {log if isinstance(log, (str, Path)) else '[]'}")
+    if require_known:
+        check_known_metrics(records, source)
     return records
 
 
 def diagnose(log, kl_target: float | None = None) -> list[Finding]:
-    """Run every detector on `log` (a JSONL path or a list of records); return the findings
-    (empty: no problem found). `kl_target` is the adaptive controller's KL target, when the
-    log does not record it."""
+    """Run every detector on `log` (a JSONL path, SB3 progress.csv, TRL trainer_state.json, or
+    a list of records); return the findings (empty: no problem found). `kl_target` is the
+    adaptive controller's KL target (> 0), when the log does not record it. ValueError if the
+    log cannot be read; `NoKnownMetrics` (a ValueError) if it holds none of the metrics the
+    doctor knows: that is never "no problem found"."""
+    if kl_target is not None and not (_is_number(kl_target) and math.isfinite(kl_target)
+                                      and kl_target > 0):
+        raise ValueError(f"kl_target must be a finite number > 0 or None, got {kl_target!r}")
     records = _records(log)
     findings = []
     for name, fn in DETECTORS.items():
@@ -59,8 +72,11 @@ def report(findings: list[Finding], records: list[dict] | None = None) -> str:
     """Readable text: each finding with its iterations, evidence and fix; or, for none,
     "No problem found." with the headline numbers of `records` (when given)."""
     lines = []
+    notes = getattr(records, "notes", None) or []
     if not findings:
-        lines.append("No problem found.")
+        lines.append("No problem found." + (" (Some metrics were not judged: see the notes.)"
+                                            if notes else ""))
+        lines += [f"  note: {n}" for n in notes]
         if records:
             h = headline(records)
             lines.append(f"  {h.pop('iterations')} iterations")
@@ -68,6 +84,7 @@ def report(findings: list[Finding], records: list[dict] | None = None) -> str:
                 lines.append("  " + k + ": " + ", ".join(f"{a} {_fmt(b)}" for a, b in v.items()))
         return "\n".join(lines)
     lines.append(f"{len(findings)} problem(s) found.")
+    lines += [f"  note: {n}" for n in notes]
     for f in findings:
         its = f.iterations
         span = (f"iterations {its[0]}–{its[-1]} ({len(its)})" if len(its) > 3

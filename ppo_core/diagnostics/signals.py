@@ -3,6 +3,7 @@ package docstring for what each threshold means and where it comes from)."""
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import asdict, dataclass
 
@@ -47,6 +48,13 @@ SIGNATURES = {
 PERFORMANCE_KEYS = ("charts/expected_reward", "objective/proxy_reward",
                     "charts/episodic_return", "eval/return")
 
+#: every metric a detector reads (besides `iteration`, sample texts and `*/diverged` flags):
+#: a log with none of them gives the doctor nothing to judge
+DOCTOR_KEYS = PERFORMANCE_KEYS + (
+    "objective/gold_reward", "losses/approx_kl", "losses/clipfrac", "losses/entropy",
+    "losses/explained_variance", "losses/value_loss", "objective/kl", "objective/kl_per_token",
+    "objective/beta", "objective/target_kl")
+
 
 @dataclass
 class Finding:
@@ -76,9 +84,28 @@ class Finding:
 
 # ---------------------------------------------------------------- series helpers
 
+class Records(list):
+    """The records of one log (a list of dicts) that remembers each column `_series` has
+    extracted, so that the detectors, which ask for the same metrics again and again, pay
+    one pass over the records per metric. Build it once the records stop changing
+    (`diagnose` does); `notes` holds what the reader had to say about the log."""
+
+    def __init__(self, records=(), notes: list[str] | None = None):
+        super().__init__(records)
+        self.notes = list(notes or [])
+        self.keys_seen: list[str] = []
+        self._columns: dict = {}
+
+
 def _iters(records: list[dict]) -> np.ndarray:
-    return np.array([r.get("iteration", i) if _is_number(r.get("iteration", i)) else i
-                     for i, r in enumerate(records)])
+    cache = getattr(records, "_columns", None)
+    if cache is not None and "\0iterations" in cache:
+        return cache["\0iterations"]
+    out = np.array([r.get("iteration", i) if _is_number(r.get("iteration", i)) else i
+                    for i, r in enumerate(records)])
+    if cache is not None:
+        cache["\0iterations"] = out
+    return out
 
 
 def _is_number(v) -> bool:
@@ -93,6 +120,9 @@ def _late(x: np.ndarray) -> np.ndarray:
 def _series(records: list[dict], key: str, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(iterations, values) of the records that hold a number under `key`; `finite` drops
     NaN/inf. Both arrays are 1-D and aligned."""
+    cache = getattr(records, "_columns", None)
+    if cache is not None and (key, finite) in cache:
+        return cache[key, finite]
     its = _iters(records)
     idx, vals = [], []
     for i, r in enumerate(records):
@@ -100,7 +130,43 @@ def _series(records: list[dict], key: str, finite: bool = True) -> tuple[np.ndar
         if _is_number(v) and (not finite or math.isfinite(v)):
             idx.append(i)
             vals.append(float(v))
-    return its[idx] if idx else np.array([], dtype=int), np.array(vals, dtype=float)
+    out = its[idx] if idx else np.array([], dtype=int), np.array(vals, dtype=float)
+    if cache is not None:
+        for a in out:
+            a.setflags(write=False)                  # shared by every detector: read-only
+        cache[key, finite] = out
+    return out
+
+
+class RunningMedian:
+    """The median of the numbers added so far, each `add` in O(log n) (two heaps: the lower
+    half as a max-heap, the upper half as a min-heap), so that "the median of every earlier
+    update" along a run costs O(n log n) instead of O(n²). Equals `np.median` of the same
+    numbers (the mean of the two middle ones for an even count)."""
+
+    def __init__(self):
+        self._lo: list[float] = []                   # negated: a max-heap of the lower half
+        self._hi: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._lo) + len(self._hi)
+
+    def add(self, x: float) -> None:
+        if self._lo and x > -self._lo[0]:
+            heapq.heappush(self._hi, x)
+        else:
+            heapq.heappush(self._lo, -x)
+        if len(self._lo) > len(self._hi) + 1:
+            heapq.heappush(self._hi, -heapq.heappop(self._lo))
+        elif len(self._hi) > len(self._lo):
+            heapq.heappush(self._lo, -heapq.heappop(self._hi))
+
+    def median(self) -> float:
+        if not self._lo:
+            return float("nan")
+        if len(self._lo) > len(self._hi):
+            return -self._lo[0]
+        return (-self._lo[0] + self._hi[0]) / 2       # as np.median: the two middle ones
 
 
 def noise(x: np.ndarray) -> float:

@@ -18,10 +18,12 @@ from pathlib import Path
 
 from .._runtime import torch_threads
 
-__all__ = ["cache_lock", "verify_artifact", "atomic_build", "cached_build", "spec_key"]
+__all__ = ["cache_lock", "verify_artifact", "atomic_build", "recover_interrupted_swap",
+           "cached_build", "spec_key"]
 
 
-_MANIFEST = "ppo_course_manifest.json"
+MANIFEST = "ppo_course_manifest.json"
+_MANIFEST = MANIFEST
 
 
 @contextlib.contextmanager
@@ -106,23 +108,119 @@ def verify_artifact(directory) -> bool:
     return True
 
 
-def atomic_build(final: Path, build_fn, info: dict) -> Path:
-    """Run `build_fn(tmp_dir)` in a temporary sibling of `final`, write the manifest, then
-    rename it into place (removing a corrupt `final` first). Call under `cache_lock`."""
+def _siblings(final: Path, kind: str) -> list[Path]:
+    """`.NAME.tmp-*` (new builds) or `.NAME.old-*` (swapped-out copies) beside `final`,
+    newest first (their names end in the pid and the time in ms)."""
+    def stamp(p: Path) -> int:
+        try:
+            return int(p.name.rsplit("-", 1)[1])
+        except (IndexError, ValueError):
+            return 0
+    return sorted(final.parent.glob(f".{final.name}.{kind}-*"), key=stamp, reverse=True)
+
+
+def _sibling(final: Path, kind: str) -> Path:
+    return final.parent / f".{final.name}.{kind}-{os.getpid()}-{int(time.time() * 1000)}"
+
+
+def recover_interrupted_swap(final) -> bool:
+    """Put a complete copy back at `final` if a save was cut off between its two renames.
+
+    `atomic_build` renames the old `final` to `.NAME.old-*`, then the new build `.NAME.tmp-*`
+    to `final`. A crash (SIGKILL, power) between the two leaves no `final` but a complete
+    new build and the old copy: this renames the newest complete one (verified against its
+    manifest, the new build first) into place. Afterwards, with `final` present, swapped-out
+    copies are deleted. Unfinished builds (no valid manifest) are left alone: another process
+    may be writing them; `atomic_build` removes those under its lock. Readers and savers call
+    this first. Returns True if it restored a copy."""
     final = Path(final)
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):   # left by a killed build
+    restored = False
+    if not final.exists() and final.parent.is_dir():
+        for cand in _siblings(final, "tmp") + _siblings(final, "old"):
+            if not verify_artifact(cand):
+                continue
+            try:
+                os.replace(cand, final)
+                restored = True
+            except OSError:                             # another reader restored it first
+                pass
+            break
+    if final.exists():
+        for old in _siblings(final, "old"):
+            shutil.rmtree(old, ignore_errors=True)
+    return restored
+
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    """`final` ← `tmp` in two renames (old → `.NAME.old-*`, new → `final`), then delete the
+    old copy. An exception between the renames (Ctrl-C) puts the old one back; a crash is
+    repaired by the next `recover_interrupted_swap`."""
+    old = None
+    if final.exists():
+        old = _sibling(final, "old")
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except FileNotFoundError:
+        if tmp.exists() or not final.exists():
+            raise                                 # else a reader restored this very build
+    except BaseException:
+        if old is not None and not final.exists() and old.exists():
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _refuse_foreign_files(final: Path, marker: str) -> None:
+    """ValueError unless every entry of the folder `final` belongs to a checkpoint that holds
+    `marker`: the files its manifest lists (all but the marker and the manifest itself, for a
+    checkpoint written before manifests), so that swapping it away deletes nothing else."""
+    entries = {p.name for p in final.iterdir()}
+    if not entries:
+        return
+    if marker not in entries:
+        raise ValueError(f"{str(final)!r} is not empty and holds no {marker}; refusing to "
+                         f"replace what it holds (choose an empty or new folder)")
+    try:
+        known = set(json.loads((final / MANIFEST).read_text())["files"]) | {MANIFEST}
+    except (OSError, ValueError, KeyError, TypeError):
+        return                                    # an older checkpoint: its own files only
+    foreign = sorted(entries - known)
+    if foreign:
+        raise ValueError(f"{str(final)!r} holds files that are not part of its checkpoint "
+                         f"({', '.join(foreign[:5])}); refusing to replace them: move them "
+                         f"elsewhere or save to another folder")
+
+
+def atomic_build(final: Path, build_fn, info: dict, replace_only: str | None = None) -> Path:
+    """Run `build_fn(tmp_dir)` in a temporary sibling of `final`, write the manifest, then
+    swap it into place, so that `final` is always the old complete copy or the new one, never
+    a mix and never nothing: an exception anywhere (a failing build, Ctrl-C during the swap)
+    leaves the old copy (or, once renamed, the new one) at `final`; a crash between the two
+    renames is repaired by the next reader or saver (`recover_interrupted_swap`).
+
+    `replace_only`: a file name that an existing `final` must hold to be replaced (a
+    checkpoint's marker): a folder holding anything else is refused with a ValueError rather
+    than swapped away. None (the cache): an existing `final`, corrupt or not, is replaced.
+    Call under `cache_lock` when several processes may build the same `final`."""
+    final = Path(final)
+    recover_interrupted_swap(final)
+    if final.exists() and not final.is_dir():
+        raise ValueError(f"{str(final)!r} is a file, not a folder")
+    if replace_only is not None and final.is_dir():
+        _refuse_foreign_files(final, replace_only)
+    for stale in _siblings(final, "tmp"):                # unfinished builds of killed runs
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{int(time.time() * 1000)}"
+    tmp = _sibling(final, "tmp")
     tmp.mkdir(parents=True)
     try:
         build_fn(tmp)
         _write_manifest(tmp, info)
-        if final.exists():
-            trash = final.parent / f".{final.name}.old-{os.getpid()}-{int(time.time() * 1000)}"
-            os.replace(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, final)
+        _swap_into_place(tmp, final)
     finally:
+        if not final.exists():                           # interrupted mid-swap
+            recover_interrupted_swap(final)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
@@ -152,6 +250,26 @@ def _build_threads(most: int = 2) -> int:
     return 1 if busy else max(1, min(most, cores))
 
 
+@contextlib.contextmanager
+def _own_random_state():
+    """Run a build on its own random numbers: torch's (CPU and every CUDA device), Python's
+    `random` and numpy's global states are saved before and restored after, so that a seeded
+    run draws the same numbers whether or not it first had to build the cache."""
+    import random
+
+    import numpy as np
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 def cached_build(name: str, builder, rebuild: bool = False, threads: int | None = None,
                  lock_timeout: float = 1800.0, announce=None) -> Path:
     """`cache_dir()/name`, built when it is missing or corrupt (or `rebuild`): under
@@ -159,13 +277,16 @@ def cached_build(name: str, builder, rebuild: bool = False, threads: int | None 
     the facts for its manifest, then `atomic_build` renames it into place. The build runs on
     `threads` torch threads (None: `_build_threads()`); `announce(final)` is called just
     before it starts. Every cached model of the course (tiny GPT-2, GPT-2 small's shape,
-    reward models) goes through here."""
+    reward models) goes through here. The build draws on its own random state
+    (`_own_random_state`): the caller's seeded random numbers are the same afterwards whether
+    or not the artefact had to be built."""
     from .. import cache_dir
 
     final = cache_dir() / name
     if not rebuild and verify_artifact(final):
         return final
-    with cache_lock(name, timeout=lock_timeout):
+    with cache_lock(name, timeout=lock_timeout):            # no build can be mid-swap now
+        recover_interrupted_swap(final)
         if not rebuild and verify_artifact(final):           # another process built it
             return final
         if announce is not None:
@@ -173,8 +294,20 @@ def cached_build(name: str, builder, rebuild: bool = False, threads: int | None 
         info: dict = {}
 
         def build(tmp):
-            with torch_threads(threads or _build_threads()):
+            with torch_threads(threads or _build_threads()), _own_random_state():
                 info.update(builder(tmp))
         atomic_build(final, build, info)
     return final
 
+
+
+def manifest_files(directory, marker: str) -> set[str]:
+    """The files of a build in `directory` as its manifest lists them (the manifest included),
+    if the manifest lists `marker` (the file that says what kind of build it is); else the
+    empty set. Used to tell a trainer's own checkpoint from a folder of other files."""
+    d = Path(directory)
+    try:
+        listed = json.loads((d / _MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return (set(listed) | {_MANIFEST}) if marker in listed else set()

@@ -20,7 +20,7 @@ Shapes: `B` batch, `T` tokens, `V` vocabulary.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import json
 import math
 import os
 import time
@@ -32,7 +32,7 @@ from .cache import _build_threads, cached_build, spec_key
 from .text import _CORPUS_VERSION, build_corpus, prepare_tokenizer, train_tokenizer
 
 __all__ = ["GPT2Spec", "tiny_gpt2_spec", "gpt2_small_spec", "tiny_gpt2_path", "gpt2_small_path",
-           "load_policy", "gpt2_small_config"]
+           "lm_batch", "load_policy", "check_pretrained_folder", "gpt2_small_config"]
 
 
 @dataclass(frozen=True)
@@ -63,27 +63,22 @@ class GPT2Spec:
 
 
 def tiny_gpt2_spec() -> GPT2Spec:
-    """The spec used by `tiny_gpt2_path()`: a shorter pre-training in fast mode
-    (`PPO_COURSE_FAST=1`), a longer one otherwise. The two are cached separately."""
-    from .. import fast_mode
-
-    return GPT2Spec() if fast_mode() else GPT2Spec(steps=1500)
+    """The spec of `tiny_gpt2_path()`: the course's one tiny GPT-2 (4 layers, d_model 128,
+    400 steps of 64 sentences; about a minute on two CPU cores)."""
+    return GPT2Spec()
 
 
-def gpt2_small_spec() -> GPT2Spec:
+def gpt2_small_spec(steps: int = 500, batch_size: int = 32) -> GPT2Spec:
     """GPT-2 small's architecture (`gpt2_small_config`: 12 layers, d_model 768, 12 heads,
     context 1024; 87M parameters with the course's vocabulary) pre-trained on the corpus:
     what `--model gpt2` means when no hub is reachable. 500 steps of 32 sentences: about
     25 minutes on the CPU (measured), far less on a GPU (not measured yet). It reached a
-    validation loss of 1.435 nats per token, the tiny model's 1.439. In fast mode (the test suite)
-    only 4 steps of 4 sentences: the build → save → `from_pretrained` path, not a useful
-    model."""
-    from .. import fast_mode
-
+    validation loss of 1.435 nats per token, the tiny model's 1.439. The tests build it with
+    a few steps (`steps=4, batch_size=4`): the same build → save → `from_pretrained` path,
+    not a useful model."""
     shape = gpt2_small_config(1)
-    small = GPT2Spec(n_positions=shape.n_positions, n_embd=shape.n_embd, n_layer=shape.n_layer,
-                     n_head=shape.n_head, steps=500, batch_size=32, lr=5e-4)
-    return dataclasses.replace(small, steps=4, batch_size=4) if fast_mode() else small
+    return GPT2Spec(n_positions=shape.n_positions, n_embd=shape.n_embd, n_layer=shape.n_layer,
+                    n_head=shape.n_head, steps=steps, batch_size=batch_size, lr=5e-4)
 
 
 def _build_tiny_gpt2(out_dir: Path, spec: GPT2Spec) -> dict:
@@ -135,7 +130,7 @@ def _pretrain_gpt2(out_dir: Path, spec: GPT2Spec, device, desc: str) -> dict:
             "n_params": model.num_parameters()}
 
 
-def _lm_batch(seqs: list[list[int]], eos: int, device):
+def lm_batch(seqs: list[list[int]], eos: int, device):
     """Right-padded `(B, T)` ids, attention mask and labels (−100 on padding; the final EOS
     of each sentence is a target)."""
     import torch
@@ -187,7 +182,7 @@ def _pretrain_steps(model, train_ids, spec: GPT2Spec, eos: int, device, autocast
     for step in bar:
         if not queue:
             queue = _epoch_batches(train_ids, spec.batch_size, g)
-        x, m, labels = _lm_batch([train_ids[i] for i in queue.pop()], eos, device)
+        x, m, labels = lm_batch([train_ids[i] for i in queue.pop()], eos, device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         with autocast:
@@ -213,7 +208,7 @@ def _validation_loss(model, val_ids, eos: int, device, autocast) -> float:
     with torch.no_grad():
         vl = []
         for i in range(0, len(val_ids), 256):
-            x, m, labels = _lm_batch(val_ids[i: i + 256], eos, device)
+            x, m, labels = lm_batch(val_ids[i: i + 256], eos, device)
             with autocast:
                 vl.append(float(model(input_ids=x, attention_mask=m, labels=labels).loss))
     return sum(vl) / len(vl)
@@ -248,6 +243,64 @@ def gpt2_small_path(rebuild: bool = False) -> Path:
                         announce=announce)
 
 
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model")
+
+
+def check_pretrained_folder(path) -> None:
+    """Raise a ValueError saying what is wrong unless `path` looks like a folder written by
+    `save_pretrained`: a folder (not a file), a `config.json` that is a JSON object with a
+    `model_type`, a weights file (`model.safetensors`, ...) whose safetensors header reads,
+    and a tokenizer (`tokenizer.json`, ...). Catches the common mistakes with a plain
+    message before transformers answers them with a misleading one (an empty folder made it
+    ask for sentencepiece)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError("no such file or folder")
+    if not path.is_dir():
+        raise ValueError("is a file; give a folder written by save_pretrained (config.json, "
+                         "model.safetensors, tokenizer.json)")
+    config = path / "config.json"
+    if not config.is_file():
+        present = sorted(p.name for p in path.iterdir())[:5]
+        raise ValueError(f"holds no config.json, so it is not a folder written by "
+                         f"save_pretrained ({'it holds ' + ', '.join(present) if present else 'it is empty'})")
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"has a config.json that is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
+        raise ValueError("has a config.json that is not a transformers config (no \"model_type\")")
+    weights = [path / n for n in _WEIGHT_FILES if (path / n).is_file()]
+    if not weights:
+        raise ValueError(f"holds no weights (expected one of {', '.join(_WEIGHT_FILES)})")
+    if weights[0].suffix == ".safetensors":
+        _check_safetensors(weights[0])
+    if not any((path / n).is_file() for n in _TOKENIZER_FILES):
+        raise ValueError(f"holds no tokenizer (expected one of {', '.join(_TOKENIZER_FILES)})")
+
+
+def _check_safetensors(file: Path) -> None:
+    """A safetensors file whose header parses and whose tensors all lie inside the file (a
+    truncated download or copy fails here, not halfway through loading)."""
+    size = file.stat().st_size
+    try:
+        with open(file, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or n <= 0 or 8 + n > size:
+                raise ValueError("header runs past the end")
+            header = json.loads(fh.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                  default=0)
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"has a {file.name} that is not a readable safetensors file ({e}); was it "
+                         f"copied or downloaded completely?") from None
+    if 8 + n + end > size:
+        raise ValueError(f"has a truncated {file.name}: {size} bytes where its header needs "
+                         f"{8 + n + end}; was it copied or downloaded completely?")
+
+
 def load_policy(name_or_path: str = "tiny", device=None, dtype=None):
     """Load a causal LM and its tokenizer, the same way for the tiny GPT-2 and for `gpt2`.
 
@@ -260,6 +313,8 @@ def load_policy(name_or_path: str = "tiny", device=None, dtype=None):
 
     Returns: (model, tokenizer): model an `AutoModelForCausalLM` in eval mode on `device`;
     tokenizer with `padding_side="left"` and a pad token (eos if the checkpoint had none).
+    Raises ValueError (saying what is wrong, without the path: the caller names it) for a
+    local path that is not a loadable `save_pretrained` folder (`check_pretrained_folder`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -271,10 +326,19 @@ def load_policy(name_or_path: str = "tiny", device=None, dtype=None):
     mkw = dict(kw)
     if dtype is not None:
         mkw["dtype"] = dtype
-    local = Path(str(path)).is_dir()                     # a hub download keeps its bars
-    with quiet_loading() if local else contextlib.nullcontext():
-        tok = AutoTokenizer.from_pretrained(path, **kw)
-        model = AutoModelForCausalLM.from_pretrained(path, **mkw)
+    local = Path(str(path)).exists()                     # else a hub name, e.g. "gpt2"
+    if local:
+        check_pretrained_folder(path)                    # ValueError: what is wrong with it
+    with quiet_loading() if local else contextlib.nullcontext():   # a hub download keeps its bars
+        try:
+            tok = AutoTokenizer.from_pretrained(path, **kw)
+            model = AutoModelForCausalLM.from_pretrained(path, **mkw)
+        except Exception as e:                           # noqa: BLE001 - any loader failure
+            if not local:
+                raise
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise ValueError(f"cannot be loaded with from_pretrained: {type(e).__name__}: "
+                             f"{first[:300]}") from e
     prepare_tokenizer(tok)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id

@@ -30,6 +30,7 @@ from .._checks import as_tensor, non_negative, positive_finite
 from ..kl_control import make_kl_controller
 from ..losses import categorical_kl, entropy_from_logits, ppo_objective
 from ..metrics import MetricsLog, is_diverged
+from .run import Run
 from .config import TrainerConfig, arg
 
 __all__ = ["BernoulliBandit", "GaussianBandit", "make_bandit", "softmax_policy", "log_probs",
@@ -209,13 +210,13 @@ def gradient_variance(bandit, logits, batch_size: int = 16, n_batches: int = 200
 
 @dataclass
 class BanditPPOConfig(TrainerConfig):
-    """Bandit PPO (and, with epochs=1 and clip_eps=None, REINFORCE). One typed config."""
+    """Bandit PPO (and, with update_epochs=1 and clip_eps=None, REINFORCE). One typed config."""
 
     updates: int = arg(40, "number of batches collected (one policy update of several epochs "
                            "each)")
     batch_size: int = arg(64, "B: arm pulls per batch")
-    epochs: int = arg(4, "full-batch gradient steps on each batch (1 = on-policy REINFORCE-like "
-                         "update)")
+    update_epochs: int = arg(4, "K: full-batch gradient steps on each batch (1 = an on-policy, "
+                                "REINFORCE-like update)")
     lr: float = arg(0.5, "step size on the logits θ")
     optimizer: str = arg("sgd", "'sgd' (the step is lr × gradient, easy to reason about) or "
                                 "'adam'")
@@ -238,7 +239,7 @@ class BanditPPOConfig(TrainerConfig):
                                      "non-finite")
 
     def validate(self) -> None:
-        for name in ("updates", "batch_size", "epochs", "n_seeds"):
+        for name in ("updates", "batch_size", "update_epochs", "n_seeds"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
@@ -296,18 +297,19 @@ class _AdamStep:
 
 
 def train_bandit_ppo(bandit, cfg: BanditPPOConfig = BanditPPOConfig(), log_path=None,
-                     log: MetricsLog | None = None, overwrite: bool = False) -> list[dict]:
+                     log: MetricsLog | None = None, overwrite: bool = False,
+                     tensorboard_dir=None) -> list[dict]:
     """Train a softmax policy on `bandit` with PPO's composite objective; return the records.
 
     Per update (CleanRL's order): sample B arms from π_θ_old, pull them, Â = R − mean(R);
-    then `epochs` full-batch steps on
+    then `update_epochs` full-batch steps on
 
         J(θ) = E[ min(r(θ)Â, clip(r(θ), 1−ε, 1+ε)Â) ] − β·KL(π_θ‖π_ref) (+ c_H·H(π_θ))
 
     through `ppo_core.losses.ppo_objective`, with the KL computed exactly over the A arms
     and passed as `kl=`; then β is updated (fixed or adaptive). π_ref is π_θ_0.
 
-    Records (one dict per update, averaged over the S seeds; DESIGN.md's keys):
+    Records (one dict per update, averaged over the S seeds; the README's keys):
         `iteration`, `charts/episodic_return` (mean reward of the batch),
         `charts/expected_reward` (Σ_a π(a)μ_a after the update), `losses/policy_loss`,
         `losses/approx_kl` (k1 estimate of KL(π_old‖π_θ) on the batch, from the last
@@ -320,16 +322,20 @@ def train_bandit_ppo(bandit, cfg: BanditPPOConfig = BanditPPOConfig(), log_path=
         `perf/seconds`.
     A diverged run (θ non-finite or a logit gap > max_logit_gap) writes one last record with
     `bandit/diverged` = 1 and stops. `log_path` (or an open `log`) also writes JSONL; an existing log is
-    replaced only with `overwrite=True`.
+    replaced only with `overwrite=True`. `tensorboard_dir` also writes the records' numbers as
+    TensorBoard scalars (step = `iteration`; not with an open `log`, which has its own).
     """
+    if log is not None and tensorboard_dir is not None:
+        raise ValueError("tensorboard_dir goes with log_path; an open `log` is given its own "
+                         "(MetricsLog(..., tensorboard_dir=...))")
     with torch_threads(1):          # tiny tensors: extra threads only add synchronisation
-        return _train(bandit, cfg, log_path, log, overwrite)
+        return _train(bandit, cfg, log_path, log, overwrite, tensorboard_dir)
 
 
-def _train(bandit, cfg, log_path, log, overwrite=False):
+def _train(bandit, cfg, log_path, log, overwrite=False, tensorboard_dir=None):
     A = int(bandit.means.numel())
     cfg.check_arms(A)
-    S, B = cfg.n_seeds, cfg.batch_size
+    S = cfg.n_seeds
     g = torch.Generator().manual_seed(cfg.seed)
     theta0 = (torch.zeros(A) if cfg.init_logits is None
               else torch.as_tensor(cfg.init_logits, dtype=torch.float32))
@@ -338,69 +344,76 @@ def _train(bandit, cfg, log_path, log, overwrite=False):
     step = _sgd_step if cfg.optimizer == "sgd" else _AdamStep(theta)
     kl_ctl = make_kl_controller(cfg.beta, cfg.kl_target, cfg.kl_horizon)
     best = int(bandit.means.argmax())
-    own_log = log is None
-    log = MetricsLog(log_path, overwrite=overwrite) if own_log else log
+    if log is not None:                      # an open log from the caller: write into it
+        _loop(bandit, cfg, log.write, theta, ref_logits, step, kl_ctl, best, g)
+        return log.records
+    run = Run(log_path, overwrite=overwrite, tensorboard_dir=tensorboard_dir, total=cfg.updates,
+              desc="bandit PPO")
+    with run:
+        _loop(bandit, cfg, run.log_record, theta, ref_logits, step, kl_ctl, best, g,
+              iterations=run.iterations(0, cfg.updates))
+    return run.records
+
+
+def _loop(bandit, cfg, write, theta, ref_logits, step, kl_ctl, best, g, iterations=None):
+    """The updates, in CleanRL's order; `write(record)` logs each one. θ and π_ref `(S, A)`."""
+    S, B = cfg.n_seeds, cfg.batch_size
     t0 = time.perf_counter()
-    try:
-        for it in range(cfg.updates):
-            # ---- roll out: B pulls per seed from π_θ_old
+    for it in (i - 1 for i in iterations) if iterations is not None else range(cfg.updates):
+        # ---- roll out: B pulls per seed from π_θ_old
+        with torch.no_grad():
+            old_logits = theta.detach().clone()                          # (S, A)
+            actions = torch.multinomial(softmax_policy(old_logits), B, replacement=True,
+                                        generator=g)                     # (S, B)
+            rewards = bandit.pull(actions, g)                            # (S, B)
+            old_logp = log_probs(old_logits, actions)                    # (S, B)
+            adv = rewards - rewards.mean(-1, keepdim=True) if cfg.baseline else rewards
+        beta = kl_ctl.beta
+        # ---- epochs of full-batch steps on the same batch
+        clipfracs, bad = [], False
+        for _ in range(cfg.update_epochs):
+            logp = log_probs(theta, actions)                             # (S, B)
+            kl_ref = exact_kl(theta, ref_logits)                          # (S,)
+            ent = (entropy(theta).unsqueeze(-1).expand(S, B)             # (S, B)
+                   if cfg.ent_coef > 0 else None)
+            loss, stats = ppo_objective(
+                logp, old_logp, adv, cfg.clip_eps, beta=beta,
+                kl=kl_ref.unsqueeze(-1).expand(S, B), entropy=ent, ent_coef=cfg.ent_coef)
+            # mean over (S, B) × S = Σ_s (seed s's own loss): each seed gets its own gradient
+            (grad,) = torch.autograd.grad(loss * S, theta)
+            step(theta, grad, cfg.lr)
+            clipfracs.append(stats["clipfrac"])
             with torch.no_grad():
-                old_logits = theta.detach().clone()                          # (S, A)
-                actions = torch.multinomial(softmax_policy(old_logits), B, replacement=True,
-                                            generator=g)                     # (S, B)
-                rewards = bandit.pull(actions, g)                            # (S, B)
-                old_logp = log_probs(old_logits, actions)                    # (S, B)
-                adv = rewards - rewards.mean(-1, keepdim=True) if cfg.baseline else rewards
-            beta = kl_ctl.beta
-            # ---- epochs of full-batch steps on the same batch
-            clipfracs, bad = [], False
-            for _ in range(cfg.epochs):
-                logp = log_probs(theta, actions)                             # (S, B)
-                kl_ref = exact_kl(theta, ref_logits)                          # (S,)
-                ent = (entropy(theta).unsqueeze(-1).expand(S, B)             # (S, B)
-                       if cfg.ent_coef > 0 else None)
-                loss, stats = ppo_objective(
-                    logp, old_logp, adv, cfg.clip_eps, beta=beta,
-                    kl=kl_ref.unsqueeze(-1).expand(S, B), entropy=ent, ent_coef=cfg.ent_coef)
-                # mean over (S, B) × S = Σ_s (seed s's own loss): each seed gets its own gradient
-                (grad,) = torch.autograd.grad(loss * S, theta)
-                step(theta, grad, cfg.lr)
-                clipfracs.append(stats["clipfrac"])
-                with torch.no_grad():
-                    gap = theta.max(-1).values - theta.min(-1).values      # (S,)
-                    if not bool(torch.isfinite(gap).all()) or float(gap.max()) > cfg.max_logit_gap:
-                        bad = True
-                        break
-            if bad:
-                log.write({"iteration": it, "bandit/diverged": 1,
-                           "charts/episodic_return": float(rewards.mean()),
-                           "objective/beta": beta, "perf/seconds": time.perf_counter() - t0})
-                break
-            # ---- statistics of the update, exact where the action set allows
-            with torch.no_grad():
-                new = theta.detach()
-                pi = softmax_policy(new)                                     # (S, A)
-                kl_now = float(exact_kl(new, ref_logits).mean())
-                kl_ctl.update(kl_now, B)
-                rec = {
-                    "iteration": it,
-                    "charts/episodic_return": float(rewards.mean()),
-                    "charts/expected_reward": float((pi * bandit.means).sum(-1).mean()),
-                    "losses/policy_loss": stats["policy_loss"],
-                    "losses/approx_kl": stats["approx_kl"],
-                    "losses/clipfrac": sum(clipfracs) / len(clipfracs),
-                    "losses/entropy": float(entropy(new).mean()),
-                    "objective/kl": kl_now,
-                    "objective/beta": beta,
-                    "bandit/kl_step": float(exact_kl(old_logits, new).mean()),
-                    "bandit/p_best": float(pi[:, best].mean()),
-                    "bandit/frac_best": float((pi.argmax(-1) == best).float().mean()),
-                    "bandit/probs": pi.mean(0).tolist(),
-                    "bandit/diverged": 0,
-                    "perf/seconds": time.perf_counter() - t0,
-                }
-            log.write(rec)
-    finally:
-        if own_log:
-            log.close()
-    return log.records
+                gap = theta.max(-1).values - theta.min(-1).values      # (S,)
+                if not bool(torch.isfinite(gap).all()) or float(gap.max()) > cfg.max_logit_gap:
+                    bad = True
+                    break
+        if bad:
+            write({"iteration": it, "bandit/diverged": 1,
+                   "charts/episodic_return": float(rewards.mean()),
+                   "objective/beta": beta, "perf/seconds": time.perf_counter() - t0})
+            break
+        # ---- statistics of the update, exact where the action set allows
+        with torch.no_grad():
+            new = theta.detach()
+            pi = softmax_policy(new)                                     # (S, A)
+            kl_now = float(exact_kl(new, ref_logits).mean())
+            kl_ctl.update(kl_now, B)
+            rec = {
+                "iteration": it,
+                "charts/episodic_return": float(rewards.mean()),
+                "charts/expected_reward": float((pi * bandit.means).sum(-1).mean()),
+                "losses/policy_loss": stats["policy_loss"],
+                "losses/approx_kl": stats["approx_kl"],
+                "losses/clipfrac": sum(clipfracs) / len(clipfracs),
+                "losses/entropy": float(entropy(new).mean()),
+                "objective/kl": kl_now,
+                "objective/beta": beta,
+                "bandit/kl_step": float(exact_kl(old_logits, new).mean()),
+                "bandit/p_best": float(pi[:, best].mean()),
+                "bandit/frac_best": float((pi.argmax(-1) == best).float().mean()),
+                "bandit/probs": pi.mean(0).tolist(),
+                "bandit/diverged": 0,
+                "perf/seconds": time.perf_counter() - t0,
+            }
+        write(rec)

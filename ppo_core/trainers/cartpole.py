@@ -4,8 +4,9 @@ the trainer, policy checkpoints and the command line.
 One flat trainer in CleanRL's order: roll out N vectorised environments for T steps,
 compute GAE advantages, flatten, run epochs × minibatches of `ppo_core.losses.ppo_objective`,
 stop early on a target KL, log, evaluate greedily, checkpoint. The network, the envs and
-the rollouts (with gymnasium's autoreset handled) live in `ppo_core.rollout`; safetensors
-checkpoints in `ppo_core.checkpoint`.
+the rollouts (with gymnasium's autoreset handled) live in `ppo_core.trainers.rollout`;
+safetensors checkpoints in `ppo_core.trainers.checkpoint`; the log, progress bar, interrupts
+and divergence in `ppo_core.trainers.run`.
 
 Shapes: T rollout steps, N environments, A actions, B = T·N flattened batch.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,16 +28,16 @@ from ..advantages import explained_variance, whiten
 from .._runtime import torch_threads
 from ..kl_control import make_kl_controller
 from ..losses import categorical_kl_from_logp, entropy_from_logp, ppo_objective
-from .checkpoint import (META, load_checkpoint, load_optimizer_tensors, optimizer_tensors,
+from .checkpoint import (META, WEIGHTS, load_checkpoint, load_optimizer_tensors, optimizer_tensors,
                          save_checkpoint)
-from .config import TrainerConfig, arg, build_parser, config_from_args
+from .config import TrainerConfig, arg, build_parser, check_clip_eps, run_cli
 from .rollout import (ActorCritic, EnvState, Rollout, collect_rollout, evaluate_greedy,
-                      make_envs, rollout_advantages)
+                      make_envs, record_video, rollout_advantages)
 from .run import MinibatchStats, Run, TrainingDiverged, check_finite, check_output_paths, losses_record
 
 __all__ = ["CartPoleConfig", "ActorCritic", "make_envs", "EnvState", "Rollout", "collect_rollout",
-           "rollout_advantages", "train", "evaluate_greedy", "TrainResult", "TrainingDiverged",
-           "save_policy", "load_policy", "cli_main"]
+           "rollout_advantages", "train", "evaluate_greedy", "record_video", "TrainResult",
+           "TrainingDiverged", "save_agent", "load_agent", "cli_main"]
 
 
 _f = arg
@@ -95,6 +95,10 @@ class CartPoleConfig(TrainerConfig):
     save_dir: str | None = _f(None, "checkpoint directory (safetensors weights + JSON config)",
                               flag="--save")
     save_every: int = _f(10, "checkpoint every this many iterations (and at the end)")
+    tensorboard_dir: str | None = _f(None, "also write the log's numbers as TensorBoard scalars "
+                                     "here (step = global_step)", flag="--tensorboard")
+    video_path: str | None = _f(None, "after training, write one greedy episode of the trained "
+                                "agent here as a GIF (200 steps, needs pygame)", flag="--video")
     resume: bool = _f(False, "continue from the checkpoint in save_dir, appending to the log")
     overwrite: bool = _f(False, "replace an existing log and checkpoint instead of refusing")
     threads: int = _f(1, "torch CPU threads while training (a small MLP is fastest on 1)")
@@ -124,6 +128,10 @@ class CartPoleConfig(TrainerConfig):
         positive_finite(self.lr, "lr")
         for name in ("clip_eps", "value_clip_eps", "target_kl", "kl_target", "max_train_seconds"):
             positive_finite(getattr(self, name), name, allow_none=True)
+        positive_finite(self.kl_horizon, "kl_horizon")
+        if self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        check_clip_eps(self.clip_eps)
         for name in ("vf_coef", "ent_coef", "beta", "max_grad_norm"):
             non_negative(getattr(self, name), name)
         if self.kl_target is not None and self.beta <= 0:
@@ -139,6 +147,8 @@ class CartPoleConfig(TrainerConfig):
         if self.num_minibatches > self.batch_size:
             raise ValueError(f"num_minibatches={self.num_minibatches} exceeds the batch of "
                              f"{self.batch_size} transitions")
+        if self.video_path is not None and not str(self.video_path).lower().endswith(".gif"):
+            raise ValueError(f"video_path must end in .gif, got {self.video_path!r}")
         if self.resume and not self.save_dir:
             raise ValueError("resume=True needs save_dir (where the checkpoint is)")
         if self.resume and self.overwrite:
@@ -157,24 +167,34 @@ takes minutes and memory grows without a gain in speed)."""
 class TrainResult:
     """What `train` returns: the records it logged (also in the JSONL file), the trained
     model, the global step at which `target_return` was first reached (None if never),
-    and whether the run was interrupted (KeyboardInterrupt)."""
+    whether the run was interrupted (KeyboardInterrupt), and what `record_video` wrote
+    when `video_path` was set."""
 
     records: list
     model: ActorCritic
     config: CartPoleConfig
     solved_step: int | None = None
     interrupted: bool = False
+    stop_signal: int | None = None
+    video: dict | None = None
 
     @property
     def train_seconds(self) -> float:
         return self.records[-1]["perf/train_seconds"] if self.records else 0.0
 
 
-def save_policy(model: ActorCritic, directory, config: CartPoleConfig, *, optimizer=None,
+def checkpoint_files(directory) -> set[str]:
+    """The files of a CartPole checkpoint in `directory` (empty if it holds none)."""
+    from ..lm.cache import _MANIFEST
+
+    d = Path(directory)
+    return {n for n in (WEIGHTS, META, _MANIFEST) if (d / n).exists()} if (d / META).is_file() else set()
+
+
+def save_agent(model: ActorCritic, directory, config: CartPoleConfig, *, optimizer=None,
                 reference=None, state=None, generator=None):
     """Checkpoint `model` into `directory` (+ optimizer moments, frozen reference, sampling
-    RNG, counters). Same argument order as `ppo_core.trainers.rlhf.save_policy`: the model,
-    then where, then the config."""
+    RNG, counters): the model, then where, then its config."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if reference is not None:
         tensors.update({f"reference.{k}": v for k, v in reference.state_dict().items()})
@@ -186,7 +206,7 @@ def save_policy(model: ActorCritic, directory, config: CartPoleConfig, *, optimi
     return save_checkpoint(directory, tensors, config.to_dict(), meta)
 
 
-def load_policy(directory) -> tuple[ActorCritic, CartPoleConfig]:
+def load_agent(directory) -> tuple[ActorCritic, CartPoleConfig]:
     """Load the model saved in `directory`; its outputs equal those of the saved model."""
     tensors, cfg, state = load_checkpoint(directory)
     config = CartPoleConfig.from_dict(cfg)
@@ -211,7 +231,7 @@ def train(config: CartPoleConfig | None = None, **overrides) -> TrainResult:
          mean k3 estimate of KL(π_old‖π_θ) over an epoch exceeds `target_kl`;
       5. adapt β, log one record, evaluate greedily every `eval_every` steps, checkpoint.
 
-    Each logged record holds the standard keys (DESIGN.md): `losses/*` averaged over the
+    Each logged record holds the standard keys (README): `losses/*` averaged over the
     update's minibatches, `objective/kl` (KL(π_θ‖π_ref), exact over the A actions, averaged
     over the update's minibatches like the losses: against the rollout policy it is 0 at
     each update's first epoch; the adaptive β controller sees this average) and
@@ -223,13 +243,21 @@ def train(config: CartPoleConfig | None = None, **overrides) -> TrainResult:
     Raises TrainingDiverged (naming the iteration) on a non-finite loss or parameter.
     A KeyboardInterrupt ends training cleanly: the log keeps every finished iteration and
     the last checkpoint stays on disk; the result has `interrupted=True`.
+
+    `tensorboard_dir` also writes every record's numbers as TensorBoard scalars (step =
+    `global_step`); `video_path` writes one greedy episode of the trained agent as a GIF
+    (`ppo_core.trainers.rollout.record_video`, seed = `seed`; not after an interrupt).
     """
     cfg = config if config is not None else CartPoleConfig()
     cfg = cfg.replace(**overrides) if overrides else cfg.replace()
-    check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume,
-                       cfg.overwrite, checkpoint_marker=META)
+    check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume, cfg.overwrite,
+                       checkpoint_files=checkpoint_files, tensorboard_dir=cfg.tensorboard_dir,
+                       video_path=cfg.video_path)
     with torch_threads(cfg.threads):
-        return _train(cfg)
+        result = _train(cfg)
+        if cfg.video_path and not result.interrupted:
+            result.video = record_video(result.model, cfg.env_id, cfg.video_path, seed=cfg.seed)
+    return result
 
 
 @dataclass
@@ -288,19 +316,22 @@ def _train(cfg: CartPoleConfig) -> TrainResult:
         recent: list[float] = []                  # returns of the last 20 finished episodes
 
         def save(iteration, final):
-            if cfg.save_dir:
-                save_policy(st.model, cfg.save_dir, cfg, optimizer=st.optimizer,
-                            reference=st.reference, generator=st.gen,
-                            state={"iteration": iteration, "global_step": st.global_step,
-                                   "train_seconds": st.train_seconds, "beta": st.kl_ctl.beta,
-                                   "solved_step": st.solved_step})
+            save_agent(st.model, cfg.save_dir, cfg, optimizer=st.optimizer,
+                       reference=st.reference, generator=st.gen,
+                       state={"iteration": iteration, "global_step": st.global_step,
+                              "train_seconds": st.train_seconds, "beta": st.kl_ctl.beta,
+                              "solved_step": st.solved_step})
 
-        run = Run(cfg.log_path, resume=cfg.resume, overwrite=cfg.overwrite, keep=lambda r: r.get("iteration", 0) <= st.iteration,
-                  total=n_iter, initial=st.iteration, desc="PPO", progress=cfg.progress, save=save,
+        run = Run(cfg.log_path, resume=cfg.resume, overwrite=cfg.overwrite, total=n_iter,
+                  initial=st.iteration, desc="PPO", progress=cfg.progress,
+                  tensorboard_dir=cfg.tensorboard_dir, step_key="global_step",
+                  save=save if cfg.save_dir else None, save_every=cfg.save_every,
                   postfix=lambda r: {"eval_return": f"{r['eval/return']:.0f}"} if "eval/return" in r else {})
         with run:
-            while (st.iteration < n_iter and st.solved_step is None
-                   and (cfg.max_train_seconds is None or st.train_seconds < cfg.max_train_seconds)):
+            for _ in run.iterations(st.iteration, n_iter):
+                if st.solved_step is not None or (cfg.max_train_seconds is not None
+                                                  and st.train_seconds >= cfg.max_train_seconds):
+                    break
                 rec, ro = _iteration(cfg, st, envs, env_state)
                 recent = (recent + ro.episode_returns)[-20:]
                 if recent:
@@ -314,13 +345,12 @@ def _train(cfg: CartPoleConfig) -> TrainResult:
                     if cfg.target_return is not None and rec["eval/return"] >= cfg.target_return:
                         st.solved_step = st.global_step
                 run.log_record(rec)
-                if st.iteration % cfg.save_every == 0:
-                    run.checkpoint()
     finally:
         envs.close()
         if eval_envs is not None:
             eval_envs.close()
-    return TrainResult(run.records, st.model, cfg, st.solved_step, run.interrupted)
+    return TrainResult(run.records, st.model, cfg, st.solved_step, run.interrupted,
+                       run.stop_signal)
 
 
 def _iteration(cfg: CartPoleConfig, st: _State, envs, env_state: EnvState):
@@ -363,7 +393,7 @@ def _iteration(cfg: CartPoleConfig, st: _State, envs, env_state: EnvState):
             entropy = entropy_from_logp(logp_all)                               # (b,) H(π_θ(·|s))
             if cfg.ent_coef == 0:
                 entropy = entropy.detach()                  # logged only: skip its backward
-            loss, mb_stats = ppo_objective(
+            loss, mb_stats = ppo_objective(                 # every tensor below is (b,)
                 logp, b_logp[mb], b_adv[mb], cfg.clip_eps, beta=st.kl_ctl.beta, kl=kl,
                 values=values, old_values=b_val[mb], returns=b_ret[mb],
                 value_clip_eps=cfg.value_clip_eps, vf_coef=cfg.vf_coef,
@@ -403,28 +433,17 @@ def _iteration(cfg: CartPoleConfig, st: _State, envs, env_state: EnvState):
 
 # --------------------------------------------------------------------------- command line
 
-def _parser():
+def cli_parser():
+    """The `python -m ppo_core cartpole` parser: one flag per `CartPoleConfig` field."""
     return build_parser(
         CartPoleConfig, prog="python -m ppo_core cartpole",
         description="Train PPO (actor-critic, GAE, clipped surrogate, optional KL penalty) on a "
-                    "gymnasium task with discrete actions. Writes a JSONL log with --log and "
-                    "safetensors checkpoints with --save.")
+                    "gymnasium task with discrete actions. Writes a JSONL log with --log, "
+                    "TensorBoard scalars with --tensorboard, safetensors checkpoints with "
+                    "--save and the trained agent's episode as a GIF with --video.")
 
 
-def cli_main(argv=None) -> int:
-    """`python -m ppo_core cartpole [flags]`; see `--help`. Returns the exit status:
-    0 done (or solved), 1 diverged, 2 a usage error (one line, no traceback), 130 interrupted."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(CartPoleConfig, args)
-        result = train(cfg)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except ValueError as e:                       # bad input: an env id, a path, a checkpoint
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+def _summary(result: TrainResult, cfg: CartPoleConfig) -> None:
     last = result.records[-1] if result.records else {}
     evals = [r["eval/return"] for r in result.records if "eval/return" in r]
     msg = f"{last.get('global_step', 0)} steps in {result.train_seconds:.1f} s of training"
@@ -437,4 +456,16 @@ def cli_main(argv=None) -> int:
         print(f"log: {Path(cfg.log_path)}")
     if cfg.save_dir:
         print(f"checkpoint: {Path(cfg.save_dir)}")
-    return 130 if result.interrupted else 0
+    if cfg.tensorboard_dir:
+        print(f"tensorboard: {Path(cfg.tensorboard_dir)}  (tensorboard --logdir {cfg.tensorboard_dir})")
+    if result.video:
+        v = result.video
+        print(f"video: {v['path']} ({v['steps']} steps, return {v['return']:.0f}, "
+              f"{v['bytes'] / 1024:.0f} kB)")
+
+
+def cli_main(argv=None) -> int:
+    """`python -m ppo_core cartpole [flags]`; see `--help`. Exit status as
+    `ppo_core.trainers.config.run_cli`: 0 done (or solved), 1 diverged, 2 a usage error,
+    130/143 stopped by Ctrl-C/SIGTERM."""
+    return run_cli(CartPoleConfig, cli_parser(), argv, train, _summary)

@@ -6,14 +6,15 @@ A checkpoint is a directory:
     DIR/checkpoint.json       {"config": {...}, "state": {...}}: plain JSON, no pickle
 
 Nothing is unpickled when loading, so a checkpoint from someone else cannot run code.
-Both files are written to a temporary name and then renamed, so an interrupted save
-(KeyboardInterrupt in a notebook) leaves the previous checkpoint intact.
+Both files (and a manifest of their SHA-256 sums) are written into a temporary folder that
+is then swapped into place (`ppo_core.lm.cache.atomic_build`), so an interrupted save
+(Ctrl-C, SIGTERM, even SIGKILL) leaves the previous checkpoint or the new one, never a mix
+of the two and never nothing.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -30,27 +31,39 @@ def save_checkpoint(directory, tensors: dict, config: dict, state: dict | None =
     """Write `tensors` (name → tensor) and `config`/`state` (JSON-able dicts) to `directory`.
 
     Returns the directory as a Path. Tensors are saved contiguous, on the CPU, detached.
+    `directory` is replaced as a whole; a non-empty folder that holds no checkpoint is refused
+    (ValueError), so nothing else in it is ever deleted.
     """
+    from ..lm.cache import atomic_build
+
     if not isinstance(tensors, dict) or not tensors:
         raise ValueError(f"tensors must be a non-empty dict of name -> tensor, got {type(tensors).__name__}")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {"config": config, "state": state or {}}
-    tmp_w = directory / (WEIGHTS + ".tmp")
-    tmp_m = directory / (META + ".tmp")
-    save_file(flat, str(tmp_w))
-    tmp_m.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    os.replace(tmp_w, directory / WEIGHTS)          # atomic on POSIX and Windows
-    os.replace(tmp_m, directory / META)
+    text = json.dumps(meta, indent=1)                    # fails before anything is written
+
+    def write(tmp: Path) -> None:
+        save_file(flat, str(tmp / WEIGHTS))
+        (tmp / META).write_text(text, encoding="utf-8")
+
+    atomic_build(directory, write, {"kind": "checkpoint"}, replace_only=META)
     return directory
 
 
 def load_checkpoint(directory) -> tuple[dict, dict, dict]:
-    """Read a checkpoint written by `save_checkpoint`: (tensors, config, state)."""
+    """Read a checkpoint written by `save_checkpoint`: (tensors, config, state). A save cut
+    off by a crash is repaired first (`recover_interrupted_swap`); files that do not match
+    the checkpoint's manifest are refused (ValueError) instead of loaded half."""
+    from ..lm.cache import MANIFEST, recover_interrupted_swap, verify_artifact
+
     directory = Path(directory)
+    recover_interrupted_swap(directory)
     if not (directory / WEIGHTS).exists() or not (directory / META).exists():
         raise ValueError(f"no checkpoint in {directory} (expected {WEIGHTS} and {META})")
+    if (directory / MANIFEST).exists() and not verify_artifact(directory):
+        raise ValueError(f"the checkpoint in {directory} is damaged: its files do not match "
+                         f"their SHA-256 sums in {MANIFEST}")
     tensors = load_file(str(directory / WEIGHTS))
     meta = json.loads((directory / META).read_text(encoding="utf-8"))
     return tensors, meta.get("config", {}), meta.get("state", {})

@@ -23,9 +23,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import numbers
+import sys
 from dataclasses import MISSING, field, fields
 
-__all__ = ["arg", "TrainerConfig", "build_parser", "config_from_args", "UsageError"]
+__all__ = ["arg", "TrainerConfig", "build_parser", "config_from_args", "UsageError", "run_cli",
+           "MAX_CLIP_EPS", "check_clip_eps"]
+
+MAX_CLIP_EPS = 10.0
+"""The widest clip range a trainer accepts: ratios beyond e^±10 are clipped by the log-ratio
+bound of `ppo_core.losses` anyway, so a larger ε only hides a typo (1e300 for 0.3)."""
+
+
+def check_clip_eps(value, name: str = "clip_eps") -> None:
+    """`value` is None or a finite ε in (0, MAX_CLIP_EPS]; ValueError naming `name` otherwise."""
+    from .._checks import positive_finite
+
+    if positive_finite(value, name, allow_none=True) is not None and value > MAX_CLIP_EPS:
+        raise ValueError(f"{name} must be at most {MAX_CLIP_EPS} (beyond, the clip never acts "
+                         f"and exp(±ε) overflows), got {value!r}")
 
 
 class UsageError(ValueError):
@@ -51,7 +67,25 @@ class TrainerConfig:
     config), `replace(**changes)` for a validated copy, plain-dict round trip for checkpoints."""
 
     def __post_init__(self):
+        self.check_types()
         self.validate()
+
+    def check_types(self) -> None:
+        """Every field holds its annotated type (bool is not an int here; an int is a float;
+        None only where the annotation allows it): the same check for every trainer."""
+        for f in fields(self):
+            value, (type_name, optional) = getattr(self, f.name), _base_type(f.type)
+            if value is None:
+                if not optional:
+                    raise ValueError(f"{f.name} must not be None")
+                continue
+            ok = {"bool": lambda v: isinstance(v, bool),
+                  "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+                  "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+                  "str": lambda v: isinstance(v, str)}.get(type_name, lambda v: True)(value)
+            if not ok:
+                raise ValueError(f"{f.name} must be {'a' if type_name != 'int' else 'an'} "
+                                 f"{type_name}{' or None' if optional else ''}, got {value!r}")
 
     def validate(self) -> None:                      # overridden by each config
         return None
@@ -166,3 +200,27 @@ def config_from_args(cls, args: argparse.Namespace):
         return cls(**kw)
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def run_cli(cls, parser: argparse.ArgumentParser, argv, train, summary) -> int:
+    """The shared body of a trainer's command line: parse, build and validate the config,
+    train, print `summary(result, cfg)`. Exit status: 0 done; 1 the run diverged; 2 a usage
+    error — bad values, paths, checkpoints, devices — printed as one line naming the
+    argument, no traceback; 128 + the signal number when Ctrl-C (130) or SIGTERM (143)
+    stopped the run (its log is complete and its last finished iteration checkpointed)."""
+    from .run import TrainingDiverged
+
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(cls, args)
+        result = train(cfg)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:          # bad input: values, paths, checkpoints, devices
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    summary(result, cfg)
+    if result.interrupted:
+        return 128 + (result.stop_signal or 2)
+    return 0

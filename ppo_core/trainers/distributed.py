@@ -70,15 +70,18 @@ class World:
         """Rank 0: the one that writes the log, shows the bar and checkpoints."""
         return self.rank == 0
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, model: torch.nn.Module, unused_parameters: bool = False) -> torch.nn.Module:
         """`model` in DDP on several ranks (rank 0's weights are broadcast to all), else
-        `model`. Generate and score with the unwrapped module; train through this one."""
+        `model`. Generate and score with the unwrapped module; train through this one.
+        `unused_parameters`: some parameters get no gradient (the value head of a run
+        without a critic); DDP then looks for them after each forward."""
         if self.size == 1:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+        return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False,
+                                       find_unused_parameters=unused_parameters)
 
     def reduce(self, values: dict[str, float], op: str = "sum") -> dict[str, float]:
         """Element-wise `op` ("sum", "max", "min") of a dict of floats over the ranks, in

@@ -1,5 +1,6 @@
 """Experience for on-policy PPO: the actor-critic, vectorised gymnasium envs, rollouts that
-respect episode boundaries, GAE on them, greedy evaluation (introduced in chapter 03).
+respect episode boundaries, GAE on them, greedy evaluation, and one episode as a GIF
+(`record_video`; introduced in chapter 03).
 
 Episode bookkeeping under gymnasium ≥ 1.0's NEXT_STEP autoreset
 -------------------------------------------------------------------
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -32,8 +34,8 @@ from torch import nn
 from .._checks import NonFiniteError
 from ..advantages import gae
 
-__all__ = ["ActorCritic", "make_envs", "evaluate_greedy", "EnvState", "Rollout", "collect_rollout",
-           "rollout_advantages"]
+__all__ = ["ActorCritic", "make_envs", "evaluate_greedy", "record_video", "EnvState", "Rollout",
+           "collect_rollout", "rollout_advantages"]
 
 
 # --------------------------------------------------------------------------- network
@@ -130,6 +132,68 @@ def evaluate_greedy(policy, env_id: str = "CartPole-v1", n_episodes: int = 20, s
     if own:
         envs.close()
     return float(returns.mean())
+
+
+def record_video(policy, env_id: str = "CartPole-v1", path="cartpole.gif", seed: int = 0,
+                 max_steps: int = 200, every: int = 2, width: int = 300) -> dict:
+    """Play one greedy episode of `policy` and write it to `path` as an animated GIF.
+
+    `policy` is an `ActorCritic` (argmax of its logits) or a callable mapping observations
+    `(1, obs_dim)` to actions `(1,)`. The episode starts from `env.reset(seed=seed)` and
+    lasts until it ends or `max_steps` steps; every `every`-th frame of gymnasium's
+    `render_mode="rgb_array"` is kept, scaled to `width` pixels and played at the env's
+    speed (the last frame is held for a second). CartPole's renderer needs `pygame`.
+    200 steps of CartPole at every=2, width=300 make about 100 frames and 100-200 kB.
+    Only GIF (Pillow, which matplotlib brings): MP4 would need ffmpeg.
+
+    Returns {"path", "frames", "steps", "return", "bytes"}.
+    """
+    import os
+
+    from PIL import Image
+
+    if str(path).lower().rsplit(".", 1)[-1] != "gif":
+        raise ValueError(f"path must end in .gif (GIF is the only format written), got {str(path)!r}")
+    for name, value in (("max_steps", max_steps), ("every", every), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")     # no banner in the notebook
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")             # no display needed
+    act = policy.act_greedy if isinstance(policy, ActorCritic) else policy
+    try:
+        env = gym.make(env_id, render_mode="rgb_array")
+    except gym.error.Error as e:
+        raise ValueError(f"env_id={env_id!r} cannot be rendered: {e}") from None
+
+    def frame() -> Image.Image:
+        rgb = Image.fromarray(env.render())
+        height = max(1, round(rgb.height * width / rgb.width))
+        return rgb.resize((width, height), Image.Resampling.BILINEAR).quantize(64)
+
+    try:
+        obs, _ = env.reset(seed=int(seed))
+        try:
+            frames, total, steps = [frame()], 0.0, 0
+        except gym.error.DependencyNotInstalled as e:
+            raise ValueError(f"env_id={env_id!r} cannot be rendered here: {e}") from None
+        while steps < max_steps:
+            action = int(np.asarray(act(np.asarray(obs, dtype=np.float32)[None])).reshape(-1)[0])
+            obs, reward, term, trunc, _ = env.step(action)
+            total, steps = total + float(reward), steps + 1
+            if steps % every == 0 or term or trunc or steps == max_steps:
+                frames.append(frame())
+            if term or trunc:
+                break
+        fps = float(env.metadata.get("render_fps") or 50)
+    finally:
+        env.close()
+    step_ms = max(20, round(1000 * every / fps))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], loop=0, optimize=True,
+                   duration=[step_ms] * (len(frames) - 1) + [1000])
+    return {"path": path, "frames": len(frames), "steps": steps, "return": total,
+            "bytes": path.stat().st_size}
 
 
 # --------------------------------------------------------------------------- rollouts

@@ -142,7 +142,7 @@ def run_jupyter_lab(notebooks: list[Path], startup_timeout: float = 120.0):
         shutil.copy2(nb, root / nb.name)
     _write_settings(tmp / "settings")
     port, token = _free_port(), secrets.token_hex(24)
-    env = dict(os.environ, PPO_COURSE_FAST="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
                JUPYTER_RUNTIME_DIR=str(runtime), IPYTHONDIR=str(tmp / "ipython"),
                JUPYTER_PLATFORM_DIRS="1", PYTHONUNBUFFERED="1")

@@ -1,4 +1,4 @@
-"""Regenerate the sweep logs that chapter 06 reads in fast mode (fixed seeds).
+"""Regenerate the sweep logs that chapter 06 reads (fixed seeds).
 
     python chapters/data/06/make_sweeps.py              # everything (~10-15 min on 2 CPU cores)
     python chapters/data/06/make_sweeps.py --only beta  # one group: beta, eps_rlhf, adaptive,
@@ -8,8 +8,8 @@
 Every run is one of `ppo_core`'s own trainers (`ppo_core.trainers.rlhf.train`,
 `ppo_core.trainers.cartpole.train`) writing its standard JSONL log into this folder; `manifest.json`
 records each run's configuration, wall time, and the torch version. The RLHF runs use the
-tiny GPT-2 and reward models of the cache that `PPO_COURSE_FAST` selects; the stored logs
-were made with `PPO_COURSE_FAST=1` (the models a fast-mode chapter loads).
+course's tiny GPT-2 and reward models, the ones the chapter loads. (Logs stored before the
+course had one mode record `"fast_mode": true`: they were made with those same models.)
 
 Chapter 06's planted bugs live in `ppo_core.course.faults`; `FAULTS` below names the ones whose
 runs are stored here.
@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from ppo_core.trainers import rlhf# noqa: E402
+from ppo_core.trainers import rlhf  # noqa: E402
 from ppo_core.course.faults import train_with_fault  # noqa: E402
 
 # ----------------------------------------------------------------------------------------
@@ -183,14 +183,11 @@ def main(argv=None) -> int:
     if not chosen:
         raise SystemExit(f"--only {args.only} matches no run; see --list")
     manifest_path = HERE / "manifest.json"
-    import ppo_core
-
     for name, spec in chosen.items():
         seconds = run_one(name, spec)
         # re-read before writing: two groups may run in parallel processes
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-        manifest[name] = dict(spec, seconds=round(seconds, 1), torch=torch.__version__,
-                              fast_mode=ppo_core.fast_mode())
+        manifest[name] = dict(spec, seconds=round(seconds, 1), torch=torch.__version__)
         manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=1))
         print(f"{name:28s} {seconds:6.1f} s", flush=True)
     return 0

@@ -10,7 +10,8 @@ explanation for a learner who is stuck. The solution notebooks load the same key
 
 Each module defines `questions()`, the notebook's questions in notebook order, and keeps its
 multiple-choice questions as module-level constants (tests/test_exercise_balance.py reads
-them). Answers that depend on data (ex04: the tiny GPT-2; ex06: the logs of chapter 06) are
+them). Answers that depend on data (ex04: the tiny GPT-2; ex06: the logs of chapter 06; ex07:
+the runs of chapter 07) are
 computed when `questions()` runs, so they stay right when the model or the logs are rebuilt.
 
 | notebook                             | module               |
@@ -21,6 +22,7 @@ computed when `questions()` runs, so they stay right when the model or the logs 
 | exercises/04_language_models.ipynb   | ex04_language_models |
 | exercises/05_rlhf.ipynb              | ex05_rlhf            |
 | exercises/06_diagnosis.ipynb         | ex06_diagnosis       |
+| exercises/07_objectives.ipynb        | ex07_objectives      |
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ __all__ = ["MODULES", "module", "load"]
 
 #: notebook number -> key module
 MODULES = {"01": "ex01_bandits", "02": "ex02_trust_regions", "03": "ex03_cartpole",
-           "04": "ex04_language_models", "05": "ex05_rlhf", "06": "ex06_diagnosis"}
+           "04": "ex04_language_models", "05": "ex05_rlhf", "06": "ex06_diagnosis",
+           "07": "ex07_objectives"}
 
 
 def module(number: str | int) -> ModuleType:

@@ -113,9 +113,10 @@ ADAPTIVE_BETA = Numeric(
     hint="The error is clipped to ±0.2 before it is used.")
 
 DIAGNOSE_HACKING = MultipleChoice(
-    "diagnose_hacking", "A run with β = 0 against the reward model whose annotators liked '!': "
-    "proxy 0 → 6, gold 0.13 → 0.80, '!' per response 0.1 → 6, repeated words 1% → 18%, "
-    "KL 0 → 70 nats. What is happening, and what is the first fix?",
+    "diagnose_hacking", "A 60-iteration run with β = 0 and lr 1e-3 against the reward model whose "
+    "annotators liked '!' (chapter 05's hack run): proxy −0.03 → 3.1, gold 0.10 → −0.9 "
+    "(seeds 0 and 2; −0.1 on seed 1), '!' per response 0.1 → about 10, repeated words 1% → "
+    "about 40%, KL 0 → 64–114 nats. What is happening, and what is the first fix?",
     options={"a": "The value head is underfitting the returns: raise vf_coef so that the critic "
                   "catches up.",
              "b": "The learning rate is too low for the proxy to keep rising: raise it.",
@@ -124,18 +125,21 @@ DIAGNOSE_HACKING = MultipleChoice(
              "d": "The clip range is too small for the policy to leave its current mode: "
                   "raise ε."},
     correct="c",
-    explanation="The policy found what the reward model over-values ('!'), not what the "
-                "annotators meant: six '!' per response and repeated words are no better "
-                "reviews. The gold score rose too because VADER, a lexicon, also counts "
-                "'perfectly' and amplifies '!!': read the samples, not only the scores. The KL "
-                "penalty keeps the policy where the reward model was trained; better preference "
-                "data removes the bias itself (Gao et al. 2022 measure this over-optimisation).",
+    explanation="Over-optimisation of a learned proxy (Gao et al. 2022): while the policy still "
+                "wrote reviews, raising the proxy raised gold too; past the peak it kept the "
+                "proxy up by what the reward model over-values ('!') and by loops, which the "
+                "gold judge, a simulated reader, marks down. The KL penalty keeps the policy "
+                "where the reward model was trained (β = 1 in the chapter kept gold near 0.45 "
+                "with a few nats of KL); better preference data removes the bias itself. The "
+                "bias is not the whole story: pushed far enough, a policy over-optimises any "
+                "learned reward model; the bias decides what the hack looks like.",
     feedback={"a": "A poor critic slows learning; it does not make the proxy and gold disagree.",
               "b": "The proxy rose fast: learning is not the problem, *what* is learned is.",
-              "d": "ε bounds each step; 70 nats of KL with β = 0 shows nothing pulls back."})
+              "d": "ε bounds each step; 64–114 nats of KL with β = 0 shows nothing pulls back."})
 
 LARGE_BETA = MultipleChoice(
-    "large_beta", "With β = 5, proxy and gold reward stay flat and the KL stays near 0. Why?",
+    "large_beta", "With β = 5, proxy and gold rise far less than at β = 0.05 and the KL "
+    "stays a small fraction of that run's. Why?",
     options={"a": "The clipped surrogate stops every update once β > 1, so the policy is "
                   "frozen.",
              "b": "β·KL outweighs any gain in reward, so the optimum of E[R] − β·KL is ≈ π_ref.",

@@ -1,7 +1,7 @@
 """The interactive labs: ipywidgets sliders that drive real training (chapters 01–06).
 
 Each lab lives in its own module and is re-exported here, so chapters write
-`from ppo_core.widgets import bandit_lab`. Only standard ipywidgets and matplotlib are used,
+`from ppo_core.course.widgets import bandit_lab`. Only standard ipywidgets and matplotlib are used,
 so the labs work in JupyterLab, Jupyter Notebook 7 and VS Code alike.
 """
 

@@ -9,7 +9,7 @@ a test or a script can drive without a browser:
     lab.set(beta=0.5, clip_eps="off")      # several values, one run; False + message if refused
     lab.records, lab.figure, lab.n_runs, lab.text (the message line as plain text)
 
-`bandit_lab` trains with `ppo_core.bandits.train_bandit_ppo` (and so through
+`bandit_lab` trains with `ppo_core.trainers.bandits.train_bandit_ppo` (and so through
 `ppo_core.losses.ppo_objective`) on every change: a few hundred full-batch steps on tiny
 tensors, well under a second on two CPU cores.
 """
@@ -166,7 +166,7 @@ def objective_explorer(clip_eps=0.2, beta=0.1) -> ObjectiveExplorer:
 #: the lab's bandit and run: 5 Bernoulli arms; π_ref = softmax(init_logits) prefers arm 1
 #: (like a pretrained model with a habit), the best arm is 4
 LAB_MEANS = (0.3, 0.5, 0.55, 0.6, 0.8)
-LAB_CONFIG = BanditPPOConfig(updates=25, batch_size=64, epochs=4, lr=1.0, clip_eps=0.2,
+LAB_CONFIG = BanditPPOConfig(updates=25, batch_size=64, update_epochs=4, lr=1.0, clip_eps=0.2,
                              beta=0.1, n_seeds=8, init_logits=(1.0, 2.0, 0.0, 0.0, 0.0), seed=0)
 
 
@@ -198,7 +198,7 @@ class BanditLab(_Lab):
     def current_config(self) -> BanditPPOConfig:
         v = self.values()
         return replace(self.config, beta=float(v["beta"]), clip_eps=_eps_value(v["clip_eps"]),
-                       lr=float(v["lr"]), epochs=int(v["epochs"]))
+                       lr=float(v["lr"]), update_epochs=int(v["epochs"]))
 
     def update(self):
         cfg = self.current_config()
@@ -212,7 +212,7 @@ class BanditLab(_Lab):
         self.records = records
         self.n_runs += 1
         eps = "off" if cfg.clip_eps is None else f"{cfg.clip_eps:g}"
-        title = (f"β={cfg.beta:g}, ε={eps}, lr={cfg.lr:.3g}, epochs={cfg.epochs}  "
+        title = (f"β={cfg.beta:g}, ε={eps}, lr={cfg.lr:.3g}, epochs={cfg.update_epochs}  "
                  f"({cfg.n_seeds} seeds, mean shown)")
         self.figure = plot_bandit_run(records, title=title)
         last = records[-1]

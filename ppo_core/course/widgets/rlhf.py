@@ -15,7 +15,6 @@ import html
 
 import matplotlib.pyplot as plt
 
-from ... import fast_mode
 from ...lm import models, reward, text
 from ..plots import plot_runs
 from ...trainers.rlhf import RLHFConfig, train
@@ -24,7 +23,7 @@ from .bandit import show_in
 __all__ = ["RLHFLab", "rlhf_lab", "plot_rlhf_runs"]
 
 _PANELS = [("objective/proxy_reward", "proxy reward (reward model)"),
-           ("objective/gold_reward", "gold reward (VADER)"),
+           ("objective/gold_reward", "gold reward (simulated reader)"),
            ("objective/kl", "KL(π‖π_ref) per sequence [nats]"),
            ("losses/entropy", "entropy per token [nats]"),
            ("losses/clipfrac", "fraction of tokens clipped")]
@@ -58,7 +57,7 @@ class RLHFLab:
         widget: the `VBox` to display.
 
     Args:
-        steps: PPO iterations per run, 1 to 30 (default 10; 6 in fast mode);
+        steps: PPO iterations per run, 1 to 30 (default 6);
         lr: Adam learning rate (default 3e-4; the slider offers 1e-4 to 3e-3);
         batch_size, response_len, update_epochs: the size of each iteration (a run of the
             default 10 iterations takes a few seconds on two CPU cores).
@@ -77,7 +76,7 @@ class RLHFLab:
         self.device, self.seed = device, seed
         self.iterations = W.IntSlider(min=1, max=_MAX_STEPS, step=1, description="iterations",
                                       continuous_update=False)
-        self.steps = steps if steps is not None else (6 if fast_mode() else 10)   # checked
+        self.steps = steps if steps is not None else 6   # checked
         rates = tuple(sorted(set(_LEARNING_RATES) | {float(lr)}))
         self.learning_rate = W.SelectionSlider(options=[(f"{r:g}", r) for r in rates],
                                                value=float(lr), description="lr",
