@@ -23,24 +23,11 @@ def sweeps():
     return mod
 
 
-# The stored runs were made before the trainers' configs took one vocabulary; the runs are
-# the same, only these field names changed (RLHFConfig: ppo_epochs → update_epochs, the
-# adaptive target_kl → kl_target, lam → gae_lambda, save_path → save_dir).
-RENAMED = {"ppo_epochs": "update_epochs", "target_kl": "kl_target", "lam": "gae_lambda",
-           "save_path": "save_dir"}
-
-
-def _current_names(config: dict) -> dict:
-    return {RENAMED.get(k, k): v for k, v in config.items()}
-
-
 def test_every_run_is_stored_with_its_config(sweeps):
     manifest = json.loads((DATA / "manifest.json").read_text())
     for name, spec in sweeps.runs().items():
         assert name in manifest, f"{name} missing from manifest.json: run make_sweeps.py"
         stored = manifest[name]["config"]
-        if manifest[name]["trainer"] == "rlhf":
-            stored = _current_names(stored)
         assert stored == json.loads(json.dumps(spec["config"])), name
         assert manifest[name]["fault"] == spec["fault"]
         records = read_log(DATA / f"{name}.jsonl")
@@ -51,8 +38,9 @@ def test_every_run_is_stored_with_its_config(sweeps):
 
 
 def test_folder_is_small():
+    # 15 RLHF runs of 150 iterations (≈ 1.7 KB a record, 4 samples included) make most of it
     total = sum(p.stat().st_size for p in DATA.iterdir() if p.is_file())
-    assert total < 2 * 1024 * 1024, f"chapters/data/06 holds {total / 1e6:.2f} MB"
+    assert total < 6 * 1024 * 1024, f"chapters/data/06 holds {total / 1e6:.2f} MB"
 
 
 def test_gao_fit_recovers_known_parameters(sweeps):
@@ -68,17 +56,14 @@ def test_gao_fit_recovers_known_parameters(sweeps):
 
 
 def test_gao_fit_on_the_stored_sweep_matches_the_chapter(sweeps):
-    """The chapter's fit: gold minus the reference's gold against √KL, pooled over β (β = 0
-    with its 120-iteration run). The chapter says the form fits (R² > 0.5) and that gold has
-    not turned over within the KL the runs reached (d* beyond the largest d); if regenerated
-    logs break either statement, the chapter's prose must change with them."""
-    runs = {b: sweeps.load_run(f"beta_{b:g}") for b in sweeps.BETAS}
-    runs[0.0] = sweeps.load_run("beta_0_long")
-    assert [r["objective/kl"] for r in runs[0.0][:5]] == \
-        [r["objective/kl"] for r in sweeps.load_run("beta_0")[:5]], "same seed, same start"
-    gold0 = np.mean([r[0]["objective/gold_reward"] for r in runs.values()])
+    """The chapter's fit: gold minus the reference's gold against √KL, pooled over every β
+    and seed. The chapter says the form fits (R² > 0.4) and that gold turns over *inside* the
+    KL the runs reached (d* between the smallest and the largest d); if regenerated logs break
+    either statement, the chapter's prose must change with them."""
+    runs = [sweeps.load_run(f"beta_{b:g}_seed{s}") for b in sweeps.BETAS for s in sweeps.SEEDS]
+    gold0 = np.mean([r[0]["objective/gold_reward"] for r in runs])
     d, g = [], []
-    for recs in runs.values():
+    for recs in runs:
         kl = plots.rolling_mean(plots.series(recs, "objective/kl"), 5)
         d.append(np.sqrt(np.clip(kl, 0, None)))
         g.append(plots.rolling_mean(plots.series(recs, "objective/gold_reward"), 5) - gold0)
@@ -86,8 +71,25 @@ def test_gao_fit_on_the_stored_sweep_matches_the_chapter(sweeps):
     alpha, beta_g, d_star = sweeps.gao_fit(d, g)
     pred = d * (alpha - beta_g * np.log(np.clip(d, 1e-9, None)))
     r2 = 1 - np.sum((g - pred) ** 2) / np.sum((g - g.mean()) ** 2)
-    assert alpha > 0 and r2 > 0.5
-    assert d_star > d.max()
+    assert alpha > 0 and beta_g > 0 and r2 > 0.4
+    assert d.min() < d_star < d.max()
+
+
+def test_beta_0_runs_hack_and_penalised_runs_hold_gold(sweeps):
+    """Issue 15's criterion on the stored runs: with β = 0 gold (5-iteration mean) ends below
+    its peak by at least max(0.2, half its gain from the start) on every seed while the proxy
+    stays up; with β = 0.1 it ends within 0.1 of its peak."""
+    for b in (0.0, 0.1):
+        for s in sweeps.SEEDS:
+            recs = sweeps.load_run(f"beta_{b:g}_seed{s}")
+            g = plots.rolling_mean(plots.series(recs, "objective/gold_reward"), 5)[4:]
+            p = plots.rolling_mean(plots.series(recs, "objective/proxy_reward"), 5)[4:]
+            k = int(np.argmax(g))
+            fall, needed = g[k] - g[-1], max(0.2, (g[k] - g[0]) / 2)
+            if b == 0.0:
+                assert fall >= needed and p[-1] > 0.95 * p[k], (s, fall, needed)
+            else:
+                assert fall < 0.1, (s, fall)
 
 
 def test_load_run_rejects_unknown_names(sweeps):

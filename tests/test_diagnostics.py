@@ -321,7 +321,8 @@ def test_bank_exists_and_is_small():
     for name in MANIFEST:
         path = BANK / f"{name}.jsonl"
         assert path.exists(), path
-        assert path.stat().st_size < 200_000, f"{path} is {path.stat().st_size} bytes"
+        # the largest: rlhf_hacking_long, 150 iterations whose 4 samples grow into '!' loops
+        assert path.stat().st_size < 300_000, f"{path} is {path.stat().st_size} bytes"
     planted = {p for v in MANIFEST.values() for p in v["planted"]}
     assert planted <= set(dg.SIGNATURES), planted - set(dg.SIGNATURES)
 

@@ -11,7 +11,7 @@ that the planted failure also causes and that are true of the log (`also`, allow
 configuration and the generation time. `tests/test_diagnostics.py` reads the committed logs
 and the manifest; it does not run this script.
 
-Logs are small (< 200 KB each). Measured on the shared two-core development machine (other
+Logs are small (< 300 KB each). Measured on the shared two-core development machine (other
 jobs running, so inflated): the bandit and CartPole logs take about 1.5 minutes together; an
 RLHF log (24 iterations of batch 16; 44 for rlhf_hacking_long) took 1 minute with little
 contention and 5–15 minutes under heavy contention, plus the one-off build of the tiny GPT-2
@@ -148,12 +148,12 @@ BANK: dict[str, Entry] = {
         _cartpole(total_steps=60_000, lr=0.05, clip_eps=None, max_grad_norm=0.0, anneal_lr=False),
         also=["destabilising_update"]),
     "cartpole_lr_spike": Entry(
-        "cartpole", "lr 0.05 with the clip on (ε = 0.2), no gradient clipping, no annealing: "
-        "the run learns, then single updates move the policy by approx_kl ≫ 1 (the clip only "
-        "stops the gradient of clipped samples, not the step of the others) and the return "
-        "collapses.",
+        "cartpole", "lr 0.05 with the clip on (ε = 0.2), no gradient clipping, no annealing, "
+        "seed 1: the run learns to a return of about 340, then single updates move the policy "
+        "by approx_kl up to 0.8 (the clip only stops the gradient of clipped samples, not the "
+        "step of the others) and the return falls back to about 160.",
         ["destabilising_update"],
-        _cartpole(total_steps=60_000, lr=0.05, max_grad_norm=0.0, anneal_lr=False),
+        _cartpole(total_steps=60_000, lr=0.05, max_grad_norm=0.0, anneal_lr=False, seed=1),
         also=["kl_blowup", "entropy_collapse"]),
     "cartpole_no_value_loss": Entry(
         "cartpole", "vf_coef = 0: the critic is never trained, explained variance stays ≈ 0, "
@@ -169,17 +169,18 @@ BANK: dict[str, Entry] = {
         "gold rise together, KL stays moderate.", [], _rlhf(lr=3e-4, **_RLHF_COMMON)),
     "rlhf_hacking_long": Entry(
         "rlhf", "β = 0 against the reward model trained on annotators who like '!', the "
-        "trainer's defaults (lr 1e-4, batch 32), 150 iterations, seed 1: the proxy climbs "
-        "from 0 to about 2.9 and stays there, while the gold judge's score peaks at about 0.59 "
-        "(iteration 30) and then stalls and slips (about 0.51 at the end) as the samples fill "
-        "with '!!'; the KL to the reference reaches about 28 nats.",
+        "trainer's defaults (lr 3e-4, batch 32), 150 iterations, seed 1 (chapter 06's "
+        "beta_0_seed1): the proxy climbs from 0 to about 3.1 and stays there, while the gold "
+        "judge's score peaks at about 0.55 (iteration 17) and then falls to about -0.8 as the "
+        "samples turn into '!' runs and word loops; the KL to the reference reaches about 134 "
+        "nats.",
         ["reward_hacking"],
-        _rlhf(reward_bias="exclamation", beta=0.0, lr=1e-4, steps=150, batch_size=32,
+        _rlhf(reward_bias="exclamation", beta=0.0, lr=3e-4, steps=150, batch_size=32,
               minibatch_size=16, response_len=16, seed=1, n_samples=4),
         also=["kl_blowup", "entropy_collapse", "value_failure"]),
     "rlhf_large_beta": Entry(
         "rlhf", "β = 5 (100× the default; the reward model is normalised to std 1 on the "
-        "initial policy's samples), the trainer's default lr 1e-4: the policy stays at the "
+        "initial policy's samples), lr 1e-4: the policy stays at the "
         "reference and the reward does not move.", ["over_regularisation"],
         _rlhf(beta=5.0, lr=1e-4, **_RLHF_COMMON), also=["value_failure"]),
     "rlhf_stale_sampler": Entry(

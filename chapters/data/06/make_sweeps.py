@@ -1,15 +1,17 @@
 """Regenerate the sweep logs that chapter 06 reads (fixed seeds).
 
-    python chapters/data/06/make_sweeps.py              # everything (~10-15 min on 2 CPU cores)
+    python chapters/data/06/make_sweeps.py              # everything (~30 min on one CPU core)
     python chapters/data/06/make_sweeps.py --only beta  # one group: beta, eps_rlhf, adaptive,
-                                                        #   faults, eps_cartpole, long
+                                                        #   faults, eps_cartpole; or run names
+    python chapters/data/06/make_sweeps.py --jobs 2     # two runs at a time
     python chapters/data/06/make_sweeps.py --list       # the runs, from the code
 
 Every run is one of `ppo_core`'s own trainers (`ppo_core.trainers.rlhf.train`,
 `ppo_core.trainers.cartpole.train`) writing its standard JSONL log into this folder; `manifest.json`
 records each run's configuration, wall time, and the torch version. The RLHF runs use the
-course's tiny GPT-2 and reward models, the ones the chapter loads. (Logs stored before the
-course had one mode record `"fast_mode": true`: they were made with those same models.)
+course's tiny GPT-2 and reward models, the ones the chapter loads, each on one torch thread.
+The CartPole runs (`eps_cartpole`) were last made before the RLHF world changed and are
+independent of it.
 
 Chapter 06's planted bugs live in `ppo_core.course.faults`; `FAULTS` below names the ones whose
 runs are stored here.
@@ -37,13 +39,13 @@ from ppo_core.course.faults import train_with_fault  # noqa: E402
 # The runs
 # ----------------------------------------------------------------------------------------
 
-#: shared settings of the RLHF runs: the biased reward model (annotators who like "!")
-RLHF_BASE = dict(reward_bias="exclamation", steps=40, batch_size=32, response_len=16,
-                 update_epochs=2, minibatch_size=16, lr=3e-4, clip_eps=0.2, n_samples=4,
-                 seed=0, progress=False)
-BETAS = [0.0, 0.02, 0.05, 0.1, 0.3, 1.0]
-LONG_STEPS = 120                          # β = 0 for 3× longer: how far does the gold curve go?
-EPS_RLHF = [0.05, 0.2, 100.0]            # 100 = the clip never binds
+#: shared settings of the RLHF runs: the trainer's defaults (32 prompts per iteration, 16-token
+#: responses, lr 3e-4, 2 epochs, ε = 0.2) against the biased reward model (annotators who like "!")
+RLHF_BASE = dict(reward_bias="exclamation", n_samples=4, seed=0, progress=False)
+BETAS = [0.0, 0.03, 0.1, 0.3, 1.0]
+SEEDS = [0, 1, 2]
+BETA_STEPS = 150                          # long enough for β = 0 to over-optimise on every seed
+EPS_RLHF = [0.05, 0.2, 10.0]             # 10 (the trainer's maximum) = the clip never binds
 EPS_RLHF_BASE = dict(RLHF_BASE, reward_bias=None, beta=0.05, lr=1e-3, update_epochs=4, steps=30)
 ADAPTIVE = dict(RLHF_BASE, reward_bias=None, beta=0.3, kl_target=3.0, kl_horizon=160.0,
                 steps=50)
@@ -66,13 +68,13 @@ def runs() -> dict[str, dict]:
     """name -> {"group", "trainer", "config", "fault"}: every run this script makes."""
     out = {}
     for b in BETAS:
-        out[f"beta_{_tag(b)}"] = dict(group="beta", trainer="rlhf", config=dict(RLHF_BASE, beta=b),
-                                      fault=None)
+        for seed in SEEDS:
+            out[f"beta_{_tag(b)}_seed{seed}"] = dict(
+                group="beta", trainer="rlhf",
+                config=dict(RLHF_BASE, beta=b, seed=seed, steps=BETA_STEPS), fault=None)
     for e in EPS_RLHF:
         out[f"eps_rlhf_{_tag(e)}"] = dict(group="eps_rlhf", trainer="rlhf",
                                           config=dict(EPS_RLHF_BASE, clip_eps=e), fault=None)
-    out["beta_0_long"] = dict(group="long", trainer="rlhf", config=dict(RLHF_BASE, beta=0.0, steps=LONG_STEPS),
-                              fault=None)
     out["adaptive_kl"] = dict(group="adaptive", trainer="rlhf", config=dict(ADAPTIVE), fault=None)
     for f in FAULTS:
         out[f"fault_{f}"] = dict(group="faults", trainer="rlhf",
@@ -167,29 +169,47 @@ def gao_fit(d, gain):
     return float(alpha), float(beta_g), d_star
 
 
+def _run_in_worker(name: str) -> tuple[str, float]:
+    torch.set_num_threads(1)          # the tiny models are fastest on one thread
+    return name, run_one(name)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", default=None, help="groups or run names to make")
     p.add_argument("--list", action="store_true", help="list the runs and exit")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (each on one thread)")
     args = p.parse_args(argv)
     table = runs()
     if args.list:
         for name, spec in table.items():
             print(f"{name:28s} {spec['trainer']:8s} fault={spec['fault']}")
         return 0
-    torch.set_num_threads(1)          # the tiny models are fastest on one thread
-    chosen = {n: s for n, s in table.items()
-              if args.only is None or n in args.only or s["group"] in args.only}
+    if args.jobs < 1:
+        p.error(f"--jobs must be ≥ 1, got {args.jobs}")
+    chosen = [n for n, s in table.items()
+              if args.only is None or n in args.only or s["group"] in args.only]
     if not chosen:
         raise SystemExit(f"--only {args.only} matches no run; see --list")
     manifest_path = HERE / "manifest.json"
-    for name, spec in chosen.items():
-        seconds = run_one(name, spec)
-        # re-read before writing: two groups may run in parallel processes
+
+    def record(name: str, seconds: float) -> None:
+        # re-read before writing: two invocations of this script may run in parallel
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-        manifest[name] = dict(spec, seconds=round(seconds, 1), torch=torch.__version__)
+        manifest[name] = dict(table[name], seconds=round(seconds, 1), torch=torch.__version__)
         manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=1))
         print(f"{name:28s} {seconds:6.1f} s", flush=True)
+
+    if args.jobs == 1:
+        for name in chosen:
+            record(*_run_in_worker(name))
+        return 0
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for fut in as_completed([pool.submit(_run_in_worker, n) for n in chosen]):
+            record(*fut.result())
     return 0
 
 
