@@ -39,8 +39,9 @@ import contextlib
 import copy
 import json
 import os
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -53,6 +54,8 @@ from ..kl_control import make_kl_controller
 from ..losses import LOSS_AGGS, kl_estimate, ppo_objective
 from ..masking import logprobs_from_logits, masked_mean, masked_whiten
 from ..value_head import CausalLMWithValueHead, float32_head, lm_forward, position_ids_from_mask
+from . import distributed
+from .distributed import World
 from .config import MAX_CLIP_EPS, TrainerConfig, arg, build_parser, check_clip_eps, run_cli  # noqa: F401
 from .run import MinibatchStats, Run, TrainingDiverged, check_finite, check_output_paths, losses_record
 
@@ -77,8 +80,8 @@ class RLHFConfig(TrainerConfig):
                                   "exclamation (annotators who like '!': a proxy the policy can "
                                   "hack)", choices=(None, "exclamation"))
     steps: int = arg(20, "PPO iterations (each: one batch of rollouts, then the update epochs)")
-    batch_size: int = arg(32, "B: episodes per iteration (B/G distinct prompts, each sampled G "
-                          "times)")
+    batch_size: int = arg(32, "B: episodes per iteration and per process (B/G distinct prompts, "
+                          "each sampled G times; N processes: N·B episodes an iteration)")
     group_size: int = arg(1, "G: samples per prompt, contiguous in the batch (must divide "
                           "batch_size; grpo, dr_grpo and rloo need G >= 2)")
     advantage: str = arg("gae", "advantage estimator: gae (the value head's GAE over tokens, "
@@ -91,7 +94,8 @@ class RLHFConfig(TrainerConfig):
                                 "for fixed-length responses; the samples then come from π with "
                                 "EOS masked out, a small off-policy bias)")
     update_epochs: int = arg(2, "K: passes over each batch of rollouts", flag="--epochs")
-    minibatch_size: int = arg(16, "episodes per gradient step (must divide batch_size)")
+    minibatch_size: int = arg(16, "episodes per gradient step and per process (must divide "
+                              "batch_size)")
     lr: float = arg(3e-4, "Adam learning rate for the policy and the value head (3e-4 suits the "
                    "course's tiny GPT-2; for GPT-2 124M take about 1e-5, as lm-human-preferences' "
                    "1.41e-5)")
@@ -139,7 +143,8 @@ class RLHFConfig(TrainerConfig):
                                   "estimate of KL(π_old‖π_θ) per token exceeds this (none: never)")
     n_prompts: int = arg(256, "size of the prompt pool that batches are drawn from")
     prompt_seed: int = arg(1, "seed of `ppo_core.lm.text.build_prompts`")
-    seed: int = arg(0, "seed of sampling, minibatch order and the value head")
+    seed: int = arg(0, "seed of sampling, minibatch order and the value head (rank r of several "
+                    "processes samples with seed + r)")
     device: str | None = arg(None, "cpu, cuda, ... (none: CUDA when available)")
     bf16: bool | None = arg(None, "bf16 autocast (auto: on CUDA only)")
     threads: int | None = arg(None, "torch CPU threads while training (none: torch's choice; 1 is "
@@ -158,6 +163,8 @@ class RLHFConfig(TrainerConfig):
     overwrite: bool = arg(False, "replace an existing log and checkpoint instead of refusing")
     n_samples: int = arg(3, "sample texts written to each log record")
     progress: bool = arg(True, "show a tqdm progress bar")
+    dist_timeout: float = arg(300.0, "several processes: seconds a rank waits for the others (at "
+                              "start-up and in every collective) before the job fails")
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "response_len", "update_epochs", "minibatch_size",
@@ -206,6 +213,7 @@ class RLHFConfig(TrainerConfig):
             raise ValueError("resume=True needs save_dir (where the checkpoint is)")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other")
+        positive_finite(self.dist_timeout, "dist_timeout")
 
     def _validate_objective(self) -> None:
         """The chapter-07 options: group sampling, advantage, KL placement, clip, ptx."""
@@ -262,6 +270,8 @@ class RLHFResult:
     interrupted: bool = False
     checkpoint: Path | None = None
     stop_signal: int | None = None
+    rank: int = 0
+    world_size: int = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,6 +502,11 @@ def sample_responses(model, tokenizer, prompts: list[str], max_new_tokens: int =
     return rollout
 
 
+def _unwrap(model):
+    """The module inside a `DistributedDataParallel` wrapper (else `model`)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       n_prompt: int, temperature: float = 1.0, bf16: bool = False,
                       with_values: bool = False, with_entropy: bool = False, shift: int = 1):
@@ -503,7 +518,8 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     position ids come from the attention mask, so left padding changes nothing.
 
     Args:
-        model: a causal LM, or a `CausalLMWithValueHead` when `with_values`.
+        model: a causal LM, or a `CausalLMWithValueHead` when `with_values` (also inside
+            `DistributedDataParallel`, whose backward then averages the gradients).
         input_ids, attention_mask: `(B, P+T)`.
         n_prompt: P.
         shift: the causal shift, 1 (correct). 0 reproduces the off-by-one bug that chapter
@@ -519,7 +535,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     device = input_ids.device
     position_ids = position_ids_from_mask(attention_mask)
     with _autocast(device, bf16):                 # the LM head in float32 (see lm_forward)
-        if isinstance(model, CausalLMWithValueHead):
+        if isinstance(_unwrap(model), CausalLMWithValueHead):
             logits, values = model(input_ids, attention_mask, position_ids,
                                    return_values=with_values, fp32_head=bf16)
         else:
@@ -694,11 +710,13 @@ class _State:
     device: torch.device
     bf16: bool
     iteration: int = 0
-    episodes: int = 0
+    episodes: int = 0                  # over all ranks
     reference_source: str | None = None
     """what π_ref was loaded from ("tiny", "gpt2", a path; None: a model passed in), saved with
     each checkpoint so that `resume` rebuilds the same reference"""
     ptx: object = None            # `ptx.CorpusBatches` when ptx_coef > 0
+    world: World = field(default_factory=World)
+    train_model: torch.nn.Module | None = None   # the policy, in DDP on several ranks
 
 
 def _models(cfg: RLHFConfig, policy, tokenizer, ref_model, device, saved: dict | None = None):
@@ -755,9 +773,16 @@ def _saved(save_dir) -> dict:
         raise ValueError(f"{meta} is not valid JSON: {e}") from None
 
 
-def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _State:
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts,
+           world: World | None = None) -> _State:
+    """Models, rewards, prompts, optimiser, β controller and the shared generator (same seed
+    on every rank: prompt draws and minibatch order); torch's global RNG, which `generate`
+    samples with, is seeded with seed + rank. Several ranks: the policy goes into DDP, which
+    gives every rank rank 0's weights (its value head included). world: this process's
+    place among the ranks (None: one process, on `cfg.device`)."""
+    world = world if world is not None else World(device=resolve_device(cfg.device))
+    device = world.device
+    torch.manual_seed(cfg.seed + world.rank)
     saved = _saved(cfg.save_dir)["state"] if cfg.resume else {}    # the checkpoint's counters
     source = None                                 # what π_ref comes from, for `resume`
     if ref_model is None and policy is None:
@@ -777,11 +802,11 @@ def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _S
                 torch.optim.Adam(trainable, lr=cfg.lr, eps=cfg.adam_eps),
                 make_kl_controller(cfg.beta, cfg.kl_target, cfg.kl_horizon),
                 torch.Generator().manual_seed(cfg.seed), reward_fn, gold_fn, list(prompts),
-                device, cfg.uses_bf16(device), reference_source=source)
+                device, cfg.uses_bf16(device), reference_source=source, world=world)
     if cfg.ptx_coef > 0:
         from .ptx import CorpusBatches
 
-        st.ptx = CorpusBatches(tokenizer, cfg.minibatch_size, seed=cfg.seed)
+        st.ptx = CorpusBatches(tokenizer, cfg.minibatch_size, seed=cfg.seed + world.rank)
     if cfg.resume:
         st.iteration, st.episodes = int(saved.get("iteration", 0)), int(saved.get("episodes", 0))
         st.kl_ctl.beta = float(saved.get("beta", st.kl_ctl.beta))
@@ -795,8 +820,11 @@ def _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts) -> _S
             load_optimizer_tensors(st.optimizer, tensors)
             if "rng.torch" in tensors:
                 st.gen.set_state(tensors["rng.torch"])
-            if "rng.global" in tensors:                   # the stream `generate` samples from
-                torch.set_rng_state(tensors["rng.global"])
+            if "rng.global" in tensors and world.size == 1:   # the stream `generate` samples from
+                torch.set_rng_state(tensors["rng.global"])      # (rank 0's: several ranks reseed)
+        if world.size > 1:
+            torch.manual_seed(cfg.seed + world.rank + world.size * st.iteration)
+    st.train_model = world.wrap(st.policy, unused_parameters=not cfg.uses_critic)
     return st
 
 
@@ -830,41 +858,62 @@ def train(config: RLHFConfig | None = None, *, policy=None, tokenizer=None, ref_
         raise ValueError("resume=True continues the policy saved in save_dir; do not pass a policy")
     check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume, cfg.overwrite,
                        checkpoint_files=checkpoint_files, tensorboard_dir=cfg.tensorboard_dir)
-    with torch_threads(cfg.threads) if cfg.threads else contextlib.nullcontext():
-        st = _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts)
-
-        def save(iteration, final):
-            save_policy(st.policy, st.tokenizer, cfg.save_dir, cfg,
-                        {"iteration": iteration, "episodes": st.episodes,
-                         "beta": st.kl_ctl.beta, "final": final, "interrupted": run.interrupted,
-                         "reference": st.reference_source},
-                        optimizer=st.optimizer, generator=st.gen)
-
-        run = Run(cfg.log_path, resume=cfg.resume, overwrite=cfg.overwrite, total=cfg.steps,
-                  initial=st.iteration, desc="RLHF", progress=cfg.progress,
-                  tensorboard_dir=cfg.tensorboard_dir,
-                  save=save if cfg.save_dir else None, save_every=cfg.save_every,
-                  callback=callback,
-                  postfix=lambda r: {"gold": f"{r['objective/gold_reward']:+.2f}",
-                                     "proxy": f"{r['objective/proxy_reward']:+.2f}",
-                                     "kl": f"{r['objective/kl']:.2f}"})
-        with run:
-            for it in run.iterations(st.iteration, cfg.steps):
-                run.log_record(_iteration(cfg, st, it))
+    world = distributed.init(cfg.device, cfg.dist_timeout)    # one process: no process group
+    finished, st, run = False, None, None
+    try:
+        with torch_threads(cfg.threads) if cfg.threads else contextlib.nullcontext():
+            st = _setup(cfg, policy, tokenizer, ref_model, reward_fn, gold_fn, prompts, world)
+            run = _make_run(cfg, st, callback)
+            with run:
+                for it in run.iterations(st.iteration, cfg.steps):
+                    run.log_record(_iteration(cfg, st, it))
+        finished = not run.stopped_at_once     # all ranks stopped after the same iteration
+    finally:
+        if st is not None:
+            st.train_model = None              # DDP's reducer holds the process group
+        world.shutdown(barrier=finished)       # else no barrier: the others may be gone
     checkpoint = Path(cfg.save_dir) if cfg.save_dir and run.saved_at is not None else None
     return RLHFResult(run.records, st.policy, st.ref_model, st.tokenizer, cfg, run.interrupted,
-                      checkpoint, run.stop_signal)
+                      checkpoint, run.stop_signal, world.rank, world.size)
+
+
+def _make_run(cfg: RLHFConfig, st: _State, callback: Callable | None) -> Run:
+    """The run manager. Only rank 0 writes the log and TensorBoard, shows the bar, calls
+    `callback`, prints notices and checkpoints; the other ranks keep the (identical, all-rank)
+    records in memory. A stop request (Ctrl-C, SIGTERM) on any rank stops all of them after
+    the same iteration."""
+    main, world = st.world.is_main, st.world
+
+    def save(iteration, final):
+        save_policy(st.policy, st.tokenizer, cfg.save_dir, cfg,
+                    {"iteration": iteration, "episodes": st.episodes,
+                     "beta": st.kl_ctl.beta, "final": final, "interrupted": run.interrupted,
+                     "reference": st.reference_source},
+                    optimizer=st.optimizer, generator=st.gen)
+
+    run = Run(cfg.log_path if main else None, resume=cfg.resume, overwrite=cfg.overwrite,
+              total=cfg.steps, initial=st.iteration, desc="RLHF", progress=cfg.progress and main,
+              tensorboard_dir=cfg.tensorboard_dir if main else None,
+              save=save if cfg.save_dir and main else None, save_every=cfg.save_every,
+              callback=callback if main else None,
+              agree=world.any if world.size > 1 else None, announce=main,
+              postfix=lambda r: {"gold": f"{r['objective/gold_reward']:+.2f}",
+                                 "proxy": f"{r['objective/proxy_reward']:+.2f}",
+                                 "kl": f"{r['objective/kl']:.2f}"})
+    return run
 
 
 def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
     """One iteration in CleanRL's order: roll out, score, per-token reward, GAE, epochs ×
-    minibatches, adapt β. Returns the log record."""
+    minibatches, adapt β. Returns the log record. With several ranks each one rolls out and
+    trains on its own B prompts (whole groups); whitening, β and the record use every rank's
+    episodes."""
     device, bf16 = st.device, st.bf16
     sync(device)
     t0 = time.perf_counter()
     if cfg.anneal_lr:                                   # linear decay to 0 over the steps
         st.optimizer.param_groups[0]["lr"] = cfg.lr * (1.0 - (it - 1) / cfg.steps)
-    # ---- 1. roll out ---------------------------------------------------------------------
+    # ---- 1. roll out: this rank's B prompts -----------------------------------------------
     ro = sample_responses(st.policy, st.tokenizer, _draw_prompts(cfg, st),
                           cfg.response_len, cfg.temperature, bf16,
                           min_new_tokens=cfg.min_response_len)
@@ -897,49 +946,101 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
                            torch.zeros(len(mask), device=device), cfg.gamma, cfg.gae_lambda)
         adv, returns = adv.T.contiguous(), returns.T.contiguous()                # (B, T)
         if cfg.whiten_advantages:
-            adv = masked_whiten(adv, mask)
+            adv = _whiten(st.world, adv, mask)          # over every rank's response tokens
     # ---- 5. epochs × minibatches ----------------------------------------------------------
     stats = _update(cfg, st, ro, adv, returns, old_values)
     sync(device)                                        # the last optimizer step too
     t_update = time.perf_counter()
-    # ---- 6. adapt β and log ---------------------------------------------------------------
+    # ---- 6. adapt β on every rank's KL, and log -------------------------------------------
     seq_kl = kl.sum(dim=1)                                                       # (B,)
-    st.kl_ctl.update(float(seq_kl.mean()), cfg.batch_size)
-    st.episodes += cfg.batch_size
-    st.iteration = it
-    n_tokens, dt = int(mask.sum()), t_update - t0
-    mean = stats.mean()
-    return {
-        "iteration": it, "episodes": st.episodes,
-        "objective/kl": float(seq_kl.mean()), "objective/kl_per_token": float(masked_mean(kl, mask)),
-        "objective/beta": beta, "objective/proxy_reward": float(ro.scores.mean()),
-        "objective/proxy_reward_std": float(ro.scores.std()) if len(ro.scores) > 1 else 0.0,
+    means, n_episodes = st.world.weighted_mean({      # per-episode means over all ranks
+        "objective/kl": float(seq_kl.mean()), "objective/proxy_reward": float(ro.scores.mean()),
         "objective/gold_reward": float(ro.gold.mean()),
         "objective/rlhf_reward": float((ro.scores - beta * seq_kl).mean()),
+        "charts/response_length": int(mask.sum()) / cfg.batch_size,
+        "charts/eos_fraction": float(ended.float().mean())}, cfg.batch_size)
+    st.kl_ctl.update(means["objective/kl"], int(n_episodes))
+    st.episodes += int(n_episodes)
+    st.iteration = it
+    return _record(cfg, st, it, ro, kl, beta, means, stats, returns, old_values,
+                   (t0, t_gen, t_score, t_update))
+
+
+def _record(cfg: RLHFConfig, st: _State, it: int, ro: TokenRollout, kl: torch.Tensor,
+            beta: float, means: dict, stats: MinibatchStats, returns, old_values,
+            clock: tuple) -> dict:
+    """The log record of iteration `it`. `means`: per-episode means over all ranks; the
+    per-token KL, the reward's std and the explained variance are over all ranks' tokens or
+    episodes too, the update's statistics were reduced per minibatch (`_over_ranks`), times
+    are the slowest rank's, and the samples are rank 0's. kl, returns, old_values `(B, T)`
+    (returns and old_values None without a critic)."""
+    w, mask = st.world, ro.mask
+    t0, t_gen, t_score, t_update = clock
+    per_token, n_tokens = w.weighted_mean({"kl": float(masked_mean(kl, mask))}, int(mask.sum()))
+    everyone = torch.ones_like(ro.scores, dtype=torch.bool)                      # (B,)
+    n_episodes = cfg.batch_size * w.size
+    proxy_std = (w.masked_moments(ro.scores, everyone)[1] ** 0.5 if n_episodes > 1 else 0.0)
+    times = w.reduce({"generate_s": t_gen - t0, "score_s": t_score - t_gen,
+                      "update_s": t_update - t_score, "iteration_s": t_update - t0}, "max")
+    dt, mean = times["iteration_s"], stats.mean()
+    record = {
+        "iteration": it, "episodes": st.episodes,
+        "objective/kl": means["objective/kl"], "objective/kl_per_token": per_token["kl"],
+        "objective/beta": beta, "objective/proxy_reward": means["objective/proxy_reward"],
+        "objective/proxy_reward_std": proxy_std,
+        "objective/gold_reward": means["objective/gold_reward"],
+        "objective/rlhf_reward": means["objective/rlhf_reward"],
         **losses_record(stats), "losses/value_loss": mean.get("value_loss"),      # None: no critic
         "losses/value_clipfrac": mean.get("value_clipfrac"),
-        "losses/explained_variance": (explained_variance(returns[mask], old_values[mask])
+        "losses/explained_variance": (_explained_variance(w, returns, old_values, mask)
                                       if cfg.uses_critic else None),
-        "charts/response_length": n_tokens / cfg.batch_size, "charts/gradient_steps": stats.steps,
-        "charts/eos_fraction": float(ended.float().mean()),
+        "charts/response_length": means["charts/response_length"],
+        "charts/gradient_steps": stats.steps,
+        "charts/eos_fraction": means["charts/eos_fraction"],
         "charts/learning_rate": st.optimizer.param_groups[0]["lr"],
-        "perf/generate_s": t_gen - t0, "perf/score_s": t_score - t_gen,
-        "perf/update_s": t_update - t_score, "perf/iteration_s": dt,
-        "perf/episodes_per_second": cfg.batch_size / dt, "perf/tokens_per_second": n_tokens / dt,
+        "perf/generate_s": times["generate_s"], "perf/score_s": times["score_s"],
+        "perf/update_s": times["update_s"], "perf/iteration_s": dt,
+        "perf/episodes_per_second": n_episodes / dt, "perf/tokens_per_second": n_tokens / dt,
         "perf/steps_per_second": n_tokens / dt,                  # a step = a token here
-        "samples": [{"prompt": ro.prompts[i], "response": ro.responses[i],
-                     "proxy": float(ro.scores[i]), "gold": float(ro.gold[i])}
-                    for i in range(min(cfg.n_samples, cfg.batch_size))],
     }
+    if w.size > 1:
+        record["perf/world_size"] = w.size
+    record["samples"] = [{"prompt": ro.prompts[i], "response": ro.responses[i],
+                          "proxy": float(ro.scores[i]), "gold": float(ro.gold[i])}
+                         for i in range(min(cfg.n_samples, cfg.batch_size))]
+    return record
+
+
+def _whiten(world: World, adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`masked_whiten(adv, mask)`, `(B, T)`, with mean and variance over every rank's
+    response tokens (one process: exactly `masked_whiten`)."""
+    if world.size == 1:
+        return masked_whiten(adv, mask)
+    mean, var, _ = world.masked_moments(adv, mask)
+    whitened = (adv - mean) * (var + 1e-8) ** -0.5
+    return torch.where(mask, whitened, adv)
+
+
+def _explained_variance(world: World, returns: torch.Tensor, values: torch.Tensor,
+                        mask: torch.Tensor) -> float:
+    """1 − Var(R − V) / Var(R) over every rank's response tokens; `(B, T)` inputs."""
+    if world.size == 1:
+        return explained_variance(returns[mask], values[mask])
+    _, var_r, n = world.masked_moments(returns, mask)
+    _, var_d, _ = world.masked_moments(returns - values, mask)
+    return 0.0 if var_r <= 0 or n < 2 else 1.0 - var_d / var_r
 
 
 def _draw_prompts(cfg: RLHFConfig, st: _State) -> list[str]:
-    """The batch's B prompts: B/G drawn from the pool without replacement (with, if the pool
-    is smaller), each repeated G times in a row (a group of G contiguous samples)."""
-    n = cfg.batch_size // cfg.group_size
-    idx = torch.randperm(len(st.prompts), generator=st.gen)[:n]
-    if len(idx) < n:                                    # small pool: draw with replacement
-        idx = torch.randint(len(st.prompts), (n,), generator=st.gen)
+    """This rank's B prompts: B/G drawn from the pool without replacement (with, if the pool
+    is smaller), each repeated G times in a row (a group of G contiguous samples). With N
+    ranks the shared generator (same state on every rank) draws the global N·B/G prompts and
+    rank r takes the slice [r·B/G, (r+1)·B/G): whole groups, never split across ranks."""
+    n, ranks = cfg.batch_size // cfg.group_size, st.world.size
+    idx = torch.randperm(len(st.prompts), generator=st.gen)[:n * ranks]        # (N·B/G,)
+    if len(idx) < n * ranks:                            # small pool: draw with replacement
+        idx = torch.randint(len(st.prompts), (n * ranks,), generator=st.gen)
+    idx = idx[st.world.rank * n:(st.world.rank + 1) * n]                       # (B/G,)
     if cfg.group_size > 1:
         idx = idx.repeat_interleave(cfg.group_size)     # [p0]*G, [p1]*G, ...
     return [st.prompts[i] for i in idx.tolist()]
@@ -972,13 +1073,13 @@ def _objective_options(cfg: RLHFConfig) -> dict:
 
 def _ptx_term(cfg: RLHFConfig, st: _State, mb_stats: dict) -> torch.Tensor:
     """γ · NLL of one pre-training batch: minimising it adds γ·E_corpus[log π(x)] to the
-    objective (InstructGPT's PPO-ptx). Records the NLL as `ptx_loss`."""
+    objective (InstructGPT's PPO-ptx). Records the NLL as `ptx_loss` (the ranks' mean)."""
     from .ptx import lm_nll
 
     ids, attn = st.ptx.next(st.device)
     nll = lm_nll(st.policy, ids, attn, st.bf16)                     # nats per token
-    mb_stats["ptx_loss"] = float(nll.detach())
-    return cfg.ptx_coef * nll
+    mb_stats["ptx_loss"] = st.world.weighted_mean({"nll": float(nll.detach())}, 1)[0]["nll"]
+    return cfg.ptx_coef * nll        # equal batches on every rank: DDP's average is the mean
 
 
 def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
@@ -986,7 +1087,11 @@ def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
     """`update_epochs` passes of minibatches of `ppo_objective` over one rollout; stops after
     an epoch whose mean k3 estimate of KL(π_old‖π_θ) exceeds `target_kl` (CleanRL's rule, the
     same as CartPole's). Tensors are `(B, T)`; returns and old_values are None without a
-    critic."""
+    critic.
+
+    Several ranks: the forward pass goes through DDP (`st.train_model`), so `backward`
+    averages the gradients; `_over_ranks` makes that average the gradient of one minibatch
+    made of every rank's, and the statistics (hence the early stop) the same on all ranks."""
     stats = MinibatchStats()
     critic = cfg.uses_critic
     beta_loss, kl_kind = (st.kl_ctl.beta, cfg.kl_estimator) if cfg.kl_in == "loss" else (0.0, "k3")
@@ -995,7 +1100,7 @@ def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
         perm = torch.randperm(cfg.batch_size, generator=st.gen).to(st.device)
         for start in range(0, cfg.batch_size, cfg.minibatch_size):
             mb = perm[start:start + cfg.minibatch_size]                          # (b,)
-            new = sequence_logprobs(st.policy, ro.input_ids[mb], ro.attention_mask[mb],
+            new = sequence_logprobs(st.train_model, ro.input_ids[mb], ro.attention_mask[mb],
                                     ro.n_prompt, cfg.temperature, st.bf16,
                                     with_values=critic, with_entropy=True)       # (b, T) each
             loss, mb_stats = ppo_objective(                 # every tensor below is (b, T)
@@ -1005,6 +1110,8 @@ def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
                 returns=returns[mb] if critic else None,
                 value_clip_eps=cfg.value_clip_eps, vf_coef=cfg.vf_coef,
                 entropy=new["entropy"], ent_coef=cfg.ent_coef, **_objective_options(cfg))
+            loss, mb_stats = _over_ranks(st.world, loss, mb_stats, ro.mask[mb],
+                                         token_mean=cfg.loss_agg == "token-mean")
             if st.ptx is not None:                                 # InstructGPT's γ·E[log π(x)]
                 loss = loss + _ptx_term(cfg, st, mb_stats)
             check_finite(loss, f"the PPO loss (epoch {epoch})")
@@ -1020,17 +1127,62 @@ def _update(cfg: RLHFConfig, st: _State, ro: TokenRollout, adv: torch.Tensor,
     return stats
 
 
+_NOT_TOKEN_MEANS = ("ratio_max", "ratio_min", "beta")
+"""`ppo_objective` statistics that are not per-token means over the minibatch."""
+
+
+def _over_ranks(world: World, loss: torch.Tensor, stats: dict, mask: torch.Tensor,
+                token_mean: bool = True):
+    """One minibatch of every rank, seen as one minibatch of n = Σ_r n_r tokens.
+
+    With `token_mean` (loss_agg "token-mean") each rank's loss is a per-token mean over its
+    own n_r tokens; DDP averages gradients over the W ranks, so the loss is scaled by
+    W·n_r/n: the average is then the gradient of the per-token mean over all n tokens, as
+    one process with the whole minibatch would compute it. The other aggregations divide
+    by the number of sequences or a constant, equal on every rank: DDP's average is already
+    right. The statistics become token-weighted means over the ranks (ratio_max the largest
+    ratio of any rank). mask `(b, T)`. One process: `(loss, stats)` unchanged."""
+    if world.size == 1:
+        return loss, stats
+    n_r = int(mask.sum())
+    means, n = world.weighted_mean({k: v for k, v in stats.items()
+                                    if k not in _NOT_TOKEN_MEANS}, n_r)
+    extremes = world.reduce({"ratio_max": stats.get("ratio_max", 0.0),
+                             "neg_ratio_min": -stats.get("ratio_min", 0.0)}, "max")
+    stats = {**stats, **means, "ratio_max": extremes["ratio_max"],
+             "ratio_min": -extremes["neg_ratio_min"]}
+    return (loss * (world.size * n_r / n) if token_mean else loss), stats
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
 
 def cli_parser():
-    """The `python -m ppo_core rlhf` parser: one flag per `RLHFConfig` field."""
-    return build_parser(
+    """The `python -m ppo_core rlhf` parser: one flag per `RLHFConfig` field, and `--nproc`."""
+    parser = build_parser(
         RLHFConfig, prog="python -m ppo_core rlhf",
         description="RLHF with token-level PPO: sample responses to review prompts, score them "
                     "with a reward model learned from simulated preferences, and optimise the "
                     "KL-penalised reward. Logs one JSON line per iteration.")
+    parser.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                        help="train in N data-parallel processes on this machine (through "
+                             "torch.distributed.run; one per GPU on CUDA): each samples and "
+                             "trains on its own batch_size prompts, rank 0 logs and saves "
+                             "(none: one process, or torchrun's when launched by torchrun)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
 
 
 def _show(r: dict) -> None:
@@ -1046,6 +1198,8 @@ def _train_from_cli(cfg: RLHFConfig) -> RLHFResult:
 
 
 def _summary(result: RLHFResult, cfg: RLHFConfig) -> None:
+    if result.rank != 0:
+        return
     if result.records and result.records[-1]["samples"]:
         s = result.records[-1]["samples"][0]
         print(f"sample: {s['prompt']}|{s['response']}")
@@ -1053,8 +1207,40 @@ def _summary(result: RLHFResult, cfg: RLHFConfig) -> None:
         print(f"saved {result.checkpoint}")
 
 
+def _launch_if_asked(nproc: int | None, cfg: RLHFConfig, argv: list[str]) -> int | None:
+    """`--nproc N` outside torchrun: re-run this command in N processes and return their
+    exit status; inside torchrun (WORLD_SIZE set) N must be its world size. None: train
+    here, in this process."""
+    if "WORLD_SIZE" in os.environ:
+        if nproc is not None and nproc != distributed.env_world_size():
+            raise ValueError(f"--nproc {nproc} but torchrun started "
+                             f"{distributed.env_world_size()} processes; give one or the other")
+        return None
+    if nproc is None or nproc == 1:
+        return None
+    resolve_device(cfg.device, check=True)
+    check_output_paths(cfg.log_path, cfg.save_dir, cfg.resume, cfg.overwrite,
+                       checkpoint_files=checkpoint_files,
+                       tensorboard_dir=cfg.tensorboard_dir)        # before starting anything
+    return distributed.launch(nproc, ["rlhf", *argv], cfg.threads)
+
+
 def cli_main(argv=None) -> int:
     """`python -m ppo_core rlhf ...`: train, print one summary line per iteration. Exit status
     as `ppo_core.trainers.config.run_cli`: 0 done, 1 diverged, 2 a usage error (one line, no
-    traceback), 130/143 stopped by Ctrl-C/SIGTERM (log complete, last iteration saved)."""
-    return run_cli(RLHFConfig, cli_parser(), argv, _train_from_cli, _summary)
+    traceback), 130/143 stopped by Ctrl-C/SIGTERM (log complete, last iteration saved). With
+    `--nproc N`, the status of the N processes (that of the first one to fail)."""
+    from .config import config_from_args
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = cli_parser()
+    args = parser.parse_args(argv)                       # a usage error exits 2 here
+    if args.nproc is not None:
+        try:
+            launched = _launch_if_asked(args.nproc, config_from_args(RLHFConfig, args), argv)
+        except (ValueError, OSError) as e:
+            print(f"{parser.prog}: error: {e}", file=sys.stderr)
+            return 2
+        if launched is not None:
+            return launched
+    return run_cli(RLHFConfig, parser, argv, _train_from_cli, _summary)

@@ -176,8 +176,9 @@ class _StopRequests:
     KeyboardInterrupt at once (that iteration's partial update is then not saved). Only in
     the main thread: elsewhere a handler cannot be installed and Ctrl-C raises at once."""
 
-    def __init__(self):
+    def __init__(self, announce: bool = True):
         self.signal: int | None = None
+        self.announce = announce
         self._old: dict = {}
 
     def __enter__(self):
@@ -190,8 +191,9 @@ class _StopRequests:
         if self.signal is not None:
             raise KeyboardInterrupt(f"signal {signum}, again")
         self.signal = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this iteration "
-              f"(send it again to stop at once)", file=sys.stderr, flush=True)
+        if self.announce:
+            print(f"\n{signal.Signals(signum).name}: stopping after this iteration "
+                  f"(send it again to stop at once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -216,9 +218,14 @@ class Run:
 
         tensorboard_dir: also write each record's numbers as TensorBoard scalars there, at
             step `record[step_key]` (`ppo_core.metrics.MetricsLog`).
+        agree: several processes: `agree(stop_requested) -> bool`, called by every rank
+            before each iteration, returns whether any rank was asked to stop, so that all
+            stop after the same iteration (`ppo_core.trainers.distributed.World.any`).
+        announce: print the stop notices (off on all ranks but one).
 
     After the block: `records`, `interrupted` (the run stopped early on a signal or a
-    KeyboardInterrupt), `stop_signal` (the signal number, or None), `saved_at`.
+    KeyboardInterrupt), `stopped_at_once` (by a KeyboardInterrupt, possibly mid-iteration),
+    `stop_signal` (the signal number, or None), `saved_at`.
     """
 
     def __init__(self, log_path=None, *, resume: bool = False, overwrite: bool = False,
@@ -226,7 +233,8 @@ class Run:
                  desc: str = "PPO", progress: bool = False, save: Callable | None = None,
                  save_every: int = 0, callback: Callable | None = None,
                  postfix: Callable | None = None, tensorboard_dir=None,
-                 step_key: str = "iteration"):
+                 step_key: str = "iteration", agree: Callable[[bool], bool] | None = None,
+                 announce: bool = True):
         self.log_path, self.resume, self.overwrite = log_path, resume, overwrite
         self.tensorboard_dir, self.step_key = tensorboard_dir, step_key
         self.keep = keep if keep is not None else (lambda r: r.get("iteration", 0) <= initial)
@@ -234,11 +242,13 @@ class Run:
         self.save, self.save_every = save, save_every
         self.callback, self.postfix = callback, postfix
         self.interrupted = False
+        self.stopped_at_once = False
         self.iteration = initial             # iterations finished
         self.saved_at: int | None = None     # iteration of the last checkpoint
         self.log: MetricsLog | None = None
         self._bar = None
-        self._stops = _StopRequests()
+        self._stops = _StopRequests(announce)
+        self.agree, self.announce = agree, announce
         self._in_iteration = False           # an update under way (its state is partial)
 
     @property
@@ -264,7 +274,10 @@ class Run:
         """Iteration numbers start+1 .. stop (1-based: the number of the one being run);
         ends early, between iterations, when a stop was requested (Ctrl-C, SIGTERM)."""
         for it in range(start + 1, stop + 1):
-            if self._stops.signal is not None:
+            stop_requested = self._stops.signal is not None
+            if self.agree is not None:
+                stop_requested = self.agree(stop_requested)
+            if stop_requested:
                 self.interrupted = True
                 return
             self._in_iteration = True
@@ -307,10 +320,11 @@ class Run:
         if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
             return False
         partial = exc_type is not None and self._in_iteration
+        self.stopped_at_once = exc_type is not None          # a KeyboardInterrupt, not a request
         self.interrupted = self.interrupted or exc_type is not None
         if not partial and self.saved_at != self.iteration and self.records:
             self.checkpoint(final=True)
-        if self.interrupted:
+        if self.interrupted and self.announce:
             kept = (f"the checkpoint of iteration {self.saved_at} is kept"
                     if self.saved_at is not None else "no checkpoint was written")
             print(f"Stopped early: the log keeps {len(self.records)} records; {kept}"
