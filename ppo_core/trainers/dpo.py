@@ -60,13 +60,14 @@ class DPOConfig(TrainerConfig):
     reward_bias: str | None = arg(None, "annotators who label the pairs: none (unbiased) or "
                                   "exclamation (they like '!'), as for the reward models",
                                   choices=(None, "exclamation"))
-    n_pairs: int = arg(512, "N: preference pairs, sampled once from π_ref (two responses to one "
-                       "prompt each) and labelled by the simulated annotator")
-    steps: int = arg(40, "gradient steps (each on one batch of pairs; the pairs are reshuffled "
+    n_pairs: int = arg(1280, "N: preference pairs, sampled once from π_ref (two responses to one "
+                       "prompt each) and labelled by the simulated annotator (chapter 07: with "
+                       "320 the tiny model fits its pairs and gains no gold)")
+    steps: int = arg(80, "gradient steps (each on one batch of pairs; the pairs are reshuffled "
                      "after each pass)")
     batch_size: int = arg(16, "b: pairs per gradient step")
     beta: float = arg(0.1, "β: strength of the implicit KL regularisation (TRL's default 0.1)")
-    lr: float = arg(1e-4, "Adam learning rate")
+    lr: float = arg(2e-4, "Adam learning rate")
     max_grad_norm: float = arg(1.0, "gradient-norm clip per step")
     response_len: int = arg(16, "T: maximum tokens per response (pairs and evaluation samples)")
     eval_every: int = arg(5, "sample fresh responses from π_θ and log gold and KL every this many "
