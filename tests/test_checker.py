@@ -164,7 +164,10 @@ def test_free_text_shows_rubric_and_model_answer_once_written(capsys):
                    min_words=5))
     b.add(Numeric("num", "one", 1.0, "one"))
     assert b.check("plan", None, quiet=True).status == "not_attempted"
-    assert b.check("plan", "too short", quiet=True).status == "not_attempted"
+    short = b.check("plan", "too short", quiet=True)
+    assert short.status == "too_short" and not short.attempted
+    assert "Too short" in str(short) and "Not attempted" not in str(short)
+    assert "2 words so far" in short.message
     assert b.check("plan", 42, quiet=True).status == "incorrect"
     res = b.check("plan", "use DPO with beta 0.1 and red-team it", quiet=True)
     assert res.status == SELF_CHECK and not res.correct and res.attempted

@@ -83,11 +83,13 @@ __all__ = ["MultipleChoice", "Numeric", "FunctionCheck", "FreeText", "QuestionBa
 
 NOT_ATTEMPTED = "not_attempted"
 SELF_CHECK = "self_check"          # a written answer, to compare with the rubric (not graded)
+TOO_SHORT = "too_short"            # a written answer begun, below its minimum length
 _MARK = {"correct": "✅ Correct.", "incorrect": "❌ Not quite.",
-         NOT_ATTEMPTED: "⏳ Not attempted yet.", SELF_CHECK: "📝 Written: compare it."}
+         NOT_ATTEMPTED: "⏳ Not attempted yet.", SELF_CHECK: "📝 Written: compare it.",
+         TOO_SHORT: "✏️ Too short to compare yet."}
 # the summary's words beside its marks: without an emoji font the marks are empty boxes
 _WORD = {"correct": "correct", "incorrect": "incorrect", NOT_ATTEMPTED: "not attempted",
-         SELF_CHECK: "compare"}
+         SELF_CHECK: "compare", TOO_SHORT: "too short"}
 
 
 @dataclass
@@ -104,7 +106,7 @@ class Result:
 
     @property
     def attempted(self) -> bool:
-        return self.status != NOT_ATTEMPTED
+        return self.status not in (NOT_ATTEMPTED, TOO_SHORT)
 
     def __str__(self) -> str:
         return f"[{self.qid}] {_MARK[self.status]} {self.message}".rstrip()
@@ -292,7 +294,13 @@ class FunctionCheck:
             else:
                 raise _Mismatch(f"{where}: shape {tuple(a.shape)}, expected {tuple(b.shape)}")
         if not torch.allclose(a, b, atol=self.atol, rtol=self.rtol, equal_nan=False):
-            raise _Mismatch(f"{where} differs", a, b)
+            detail = ""
+            if a.dim() and a.numel() > 8:                 # the display shows only 4 values
+                bad = ~torch.isclose(a, b, atol=self.atol, rtol=self.rtol, equal_nan=False)
+                i = tuple(int(j) for j in bad.nonzero()[0])
+                detail = (f" (first at index {list(i) if len(i) > 1 else i[0]}: yours "
+                          f"{a[i].item():.4g}, expected {b[i].item():.4g})")
+            raise _Mismatch(f"{where} differs{detail}", a, b)
 
     def grade(self, fn) -> Result:
         if not callable(fn):
@@ -366,8 +374,9 @@ class FreeText:
                                                  f"{type(answer).__name__}.")
         n = len(answer.split())
         if n < self.min_words:
-            return Result(self.qid, NOT_ATTEMPTED, f"{n} words so far: write at least "
-                                                   f"{self.min_words}, then run the cell again.")
+            return Result(self.qid, TOO_SHORT if n else NOT_ATTEMPTED,
+                          f"{n} words so far: write at least {self.min_words}, then run the cell "
+                          f"again.")
         return Result(self.qid, SELF_CHECK,
                       "Nobody grades this but you. Tick each point your answer covers, then "
                       "read the model answer.\n" + self.explanation + "\nModel answer:\n"

@@ -177,40 +177,48 @@ DRIFT_SIGNAL = MultipleChoice(
                 "about single updates. Only fresh labels on *current* outputs measure the gap, and "
                 "the policy's KL to the reference on live prompts says how far outside the reward "
                 "model's data it is.",
-    feedback={"d": "a proxy that rises while complaints rise is the symptom, not the measurement"})
+    feedback={"a": "these describe single PPO updates of a past run, not the reward model's "
+                   "error on what the policy writes today",
+              "c": "those pairs come from the old outputs: the reward model can still rank them "
+                   "well while it mis-scores the new ones",
+              "d": "a proxy that rises while complaints rise is the symptom, not the measurement"})
 
 
 BLUEPRINT_RUBRIC = (
-    "names the objective and says why (online with a reward model vs offline DPO; critic or group "
-    "baseline), given the data and the memory",
-    "names the reference (the SFT model on the company's own support dialogues) and keeps it frozen",
+    "names the objective and says why, given the data (20,000 reviewed pairs) and the memory "
+    "(three copies: policy, reference and a reward model leave no room for a critic)",
+    "names the reference (the SFT model trained on approved agent replies) and keeps it frozen",
     "gives β or a KL budget in nats per response, and how it will be held (adaptive β or early stop)",
-    "gives ε (0.1–0.2, tighter than usual for a regulated product) and the update size it allows",
+    "gives the update size: ε (0.1–0.2, tighter than usual for a regulated product) and a "
+    "target_kl for a clipped online method, or DPO's β and learning rate",
     "lists the doctor's alerts to act on: KL blow-up, entropy collapse, reward hacking, negative KL, "
     "a KL of exactly 0",
     "says what to log: proxy and an independent gold or human score, KL, entropy, clip fraction, "
     "samples, refusal and escalation rates",
-    "lists what to red-team before release: regulated advice, personal data, promises the company "
+    "lists what to red-team before release: regulated advice, personal data, promises the bank "
     "cannot keep, the reward model's known biases (length, '!', flattery)",
     "keeps a held-out human evaluation as the release gate, not the proxy",
 )
 
 BLUEPRINT_MODEL = (
-    "Objective: online RLHF against a reward model trained on reviewed support conversations, "
-    "with PPO if a critic fits (or RLOO with G = 4 if it does not), plus a ptx term on the "
-    "approved knowledge base so the policy keeps its factual recall; DPO first if only a fixed "
-    "set of labelled pairs exists. Reference: the SFT model trained on approved agent replies, "
-    "frozen. KL: β = 0.05 in the reward with an adaptive controller holding ≈ 5 nats per reply; "
-    "stop the run when held-out human scores stop rising even if the proxy keeps going. "
-    "Clip: ε = 0.1, target_kl 0.02 per update. Alerts (ppo_core doctor on every run): KL "
-    "blow-up, entropy collapse (replies turning formulaic), reward hacking (proxy up, human score "
-    "flat), negative KL (an alignment bug), a KL of exactly zero (a reference that is not frozen). "
-    "Log: proxy and human-rated gold on a fixed panel, KL, entropy, clip fraction, response length, "
-    "refusal/escalation rates and sampled replies every iteration. Red-team before release: "
-    "requests for regulated advice (legal, medical, financial), personal data leaks, promises "
-    "of refunds or outcomes the company does not offer, prompt injection, and the reward model's "
-    "known biases (length, politeness formulas). Release gate: a blind human evaluation against "
-    "the SFT model with compliance review; the proxy never decides release.")
+    "Objective: train a reward model on 18,000 of the 20,000 reviewed pairs (2,000 held out to "
+    "measure its agreement with the reviewers), then RLOO with G = 4 against it: policy, frozen "
+    "reference and reward model are the three copies the GPUs hold, so a PPO critic does not fit, "
+    "and online sampling spent KL better than offline DPO on chapter 07's bench. Fallback if the "
+    "reward model's held-out agreement is poor or no sampling loop is ready within the month: DPO "
+    "on the 20,000 pairs (two copies), β = 0.1. Reference: the SFT model trained on approved "
+    "agent replies, frozen; a small ptx term on those approved replies keeps the policy close to "
+    "the approved language. KL: β = 0.05 in the reward with an adaptive controller holding "
+    "≈ 5 nats per reply; stop when held-out human scores stop rising even if the proxy keeps "
+    "going. Update size: ε = 0.1, target_kl 0.02 per update. Alerts (ppo_core doctor on every "
+    "run): KL blow-up, entropy collapse (replies turning formulaic), reward hacking (proxy up, "
+    "human score flat), negative KL (an alignment bug), a KL of exactly zero (a reference that is "
+    "not frozen). Log: proxy and human-rated gold on a fixed panel, KL, entropy, clip fraction, "
+    "response length, refusal/escalation rates and sampled replies every iteration. Red-team "
+    "before release: requests for investment advice, personal data leaks, promises of refunds "
+    "or outcomes the bank does not offer, prompt injection, and the reward model's known biases "
+    "(length, politeness formulas). Release gate: a blind human evaluation against the SFT model "
+    "with compliance review; the proxy never decides release.")
 
 DRIFT_RUBRIC = (
     "says why it drifts: the reward model learnt from the reference's outputs, and the policy "
@@ -223,7 +231,8 @@ DRIFT_RUBRIC = (
 )
 
 DRIFT_MODEL = (
-    "The reward model was trained on pairs of the reference policy's outputs; after RLHF the "
+    "The reward model was trained on comparisons of the reference policy's outputs (and, in "
+    "this course, corpus sentences); after RLHF the "
     "policy writes differently (the KL to the reference is the distance), and live prompts drift "
     "too, so the reward model now scores text unlike anything it was trained on, where its errors "
     "are largest and the policy has been pushed to find them. Measure monthly: label a sample of "
@@ -236,10 +245,16 @@ DRIFT_MODEL = (
 
 
 def _best_gold_within_budget() -> float:
+    """The best seed-mean gold among the frontier's (method, β) settings whose seed-mean KL is
+    within the budget: one seed's maximum would reward noise."""
     man = json.loads((_root() / "chapters" / "data" / "07" / "manifest.json").read_text())
-    within = [e["eval"]["gold"] for e in man.values()
-              if e["group"] == "frontier" and e["eval"]["kl"] <= KL_BUDGET]
-    assert within, f"no frontier run ended within {KL_BUDGET} nats: question 7 needs one"
+    settings: dict = {}
+    for e in man.values():
+        if e["group"] == "frontier":
+            settings.setdefault((e["method"], e["config"]["beta"]), []).append(e["eval"])
+    within = [sum(x["gold"] for x in evs) / len(evs) for evs in settings.values()
+              if sum(x["kl"] for x in evs) / len(evs) <= KL_BUDGET]
+    assert within, f"no frontier setting ended within {KL_BUDGET} nats: question 7 needs one"
     return max(within)
 
 
@@ -261,14 +276,16 @@ def questions() -> list:
                         "bias Dr. GRPO removes (advantage='dr_grpo').",
             hint="torch.std uses G − 1 by default; add 1e-4 to the std before dividing"),
         Numeric(
-            "rloo_hand", "RLOO advantage of response 1", 2 / 3, rtol=0.01,
-            explanation="1 − (0 + 0 + 1)/3 = 2/3 ≈ 0.667. With a 0/1 reward, a correct answer "
-                        "gains more when fewer of its siblings were right."),
+            "rloo_hand", "RLOO advantage of response 1", 1.0, rtol=0.01,
+            explanation="1 − (0 + 0 + 0)/3 = 1. With a 0/1 reward, a correct answer gains more "
+                        "when fewer of its siblings were right (two of four right: 2/3)."),
         Numeric(
-            "grpo_hand", "GRPO advantage of response 1", 0.5 / (1 / 3) ** 0.5, rtol=0.01,
-            explanation="mean 0.5, sample std √(4·0.25/3) = 0.577, so (1 − 0.5)/0.577 ≈ 0.866. "
-                        "Had three of the four been right, the wrong one would get −1.5 and each "
-                        "right one +0.5: GRPO's normalisation depends on the group's success rate."),
+            "grpo_hand", "GRPO advantage of response 1", 0.75 / 0.5, rtol=0.01,
+            explanation="mean 0.25, sample std √((0.75² + 3·0.25²)/3) = 0.5, so (1 − 0.25)/0.5 = "
+                        "1.5 (the population std, 0.433, would give 1.73). Dr. GRPO gives this "
+                        "response 0.75: dividing by the std of a group with one success in four "
+                        "doubles it, so GRPO's weight on a prompt depends on its success rate.",
+            hint="torch.std divides by G − 1 (the sample std)"),
         FunctionCheck(
             "dpo", "the DPO loss", _dpo_reference, _dpo_inputs, grad_wrt=(0, 1),
             explanation="−mean log σ(β[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]). "
@@ -280,14 +297,14 @@ def questions() -> list:
         K1_LOSS,
         GROUP_BASELINE,
         Numeric(
-            "frontier_best", f"highest gold within {KL_BUDGET:g} nats", _best_gold_within_budget(),
-            atol=0.005, rtol=0.0,
-            explanation="Read the frontier as a budget: among the runs that ended within the KL "
-                        "budget, the best gold. Which method reached it, and at which β, is in "
-                        "the chapter's table; a method's best β is the one that spends the budget "
-                        "on what the gold judge rewards.",
-            hint="in the chapter's frontier table, keep the rows with KL ≤ 10 and take the "
-                 "largest gold"),
+            "frontier_best", f"highest seed-mean gold within {KL_BUDGET:g} nats",
+            _best_gold_within_budget(), atol=0.005, rtol=0.0,
+            explanation="Read the frontier as a budget: among the settings whose runs ended within "
+                        "the KL budget on average, the best mean gold. Which method and β reached "
+                        "it is in the table, but PPO's and RLOO's best settings differ by less than "
+                        "their two seeds do: the budget picks a region of the curve, not a winner.",
+            hint="group the rows by (method, β), average gold and KL over the two seeds, keep "
+                 "the settings with mean KL ≤ 10 and take the largest mean gold"),
         CHOOSE_VERIFIABLE,
         CHOOSE_OFFLINE,
         CHOOSE_CRITIC,
