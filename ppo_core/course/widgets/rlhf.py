@@ -60,7 +60,7 @@ class RLHFLab:
         steps: PPO iterations per run, 1 to 30 (default 6);
         lr: Adam learning rate (default 3e-4; the slider offers 1e-4 to 3e-3);
         batch_size, response_len, update_epochs: the size of each iteration (a run of the
-            default 10 iterations takes a few seconds on two CPU cores).
+            default 6 iterations takes a few seconds on two CPU cores).
         device: "cpu" by default (the tiny model is faster there than moving it around).
         reward_fn: texts → `(B,)` proxy reward used instead of the reward models (tests).
     """
