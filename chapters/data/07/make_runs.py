@@ -1,6 +1,6 @@
 """Regenerate the runs that chapter 07 reads (fixed seeds).
 
-    python chapters/data/07/make_runs.py                   # everything (~20 min on 2 CPU cores)
+    python chapters/data/07/make_runs.py                   # everything (~8 min on one CPU core)
     python chapters/data/07/make_runs.py --only frontier   # one group: frontier, dpo_budget,
                                                            #   placement, clip_higher, ptx, cost
     python chapters/data/07/make_runs.py --list            # the runs, from the code
