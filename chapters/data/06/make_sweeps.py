@@ -1,6 +1,6 @@
 """Regenerate the sweep logs that chapter 06 reads (fixed seeds).
 
-    python chapters/data/06/make_sweeps.py              # everything (~30 min on one CPU core)
+    python chapters/data/06/make_sweeps.py              # everything (~17 min on one CPU core)
     python chapters/data/06/make_sweeps.py --only beta  # one group: beta, eps_rlhf, adaptive,
                                                         #   faults, eps_cartpole; or run names
     python chapters/data/06/make_sweeps.py --jobs 2     # two runs at a time
