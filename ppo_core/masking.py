@@ -89,23 +89,28 @@ def masked_var(values, mask=None, unbiased: bool = True) -> torch.Tensor:
     return var.to(dtype)
 
 
-def masked_whiten(values, mask=None, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+def masked_whiten(values, mask=None, shift_mean: bool = True, eps: float = 1e-8,
+                  moments: tuple[float, float] | None = None) -> torch.Tensor:
     """Normalise the masked entries to unit variance (and zero mean if `shift_mean`).
 
         x̂_i = (x_i − mean_m(x)) / sqrt(var_m(x) + eps)
 
     With `shift_mean=False` the mean is added back: only the scale changes, which is what
     RLHF trainers do to rewards. Unmasked entries are returned unchanged. Same shape and dtype
-    as the input (half precision is computed in float32).
+    as the input (half precision is computed in float32). `moments`: (mean, unbiased
+    variance) to use instead of this tensor's own, e.g. those of every process's entries.
     """
     values = non_empty(finite_tensor(as_tensor(values, "values"), "values"), "values")
     mask_b = check_mask(mask, values)
     dtype, values = _compute_dtype(values)
     if mask_b is None:
         mask_b = torch.ones_like(values, dtype=torch.bool)
-    n = int(mask_b.sum())
-    mean = masked_mean(values, mask_b)
-    var = masked_var(values, mask_b, unbiased=n > 1)
+    if moments is None:
+        n = int(mask_b.sum())
+        mean = masked_mean(values, mask_b)
+        var = masked_var(values, mask_b, unbiased=n > 1)
+    else:
+        mean, var = (torch.as_tensor(m, dtype=values.dtype, device=values.device) for m in moments)
     whitened = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean

@@ -946,7 +946,8 @@ def _iteration(cfg: RLHFConfig, st: _State, it: int) -> dict:
                            torch.zeros(len(mask), device=device), cfg.gamma, cfg.gae_lambda)
         adv, returns = adv.T.contiguous(), returns.T.contiguous()                # (B, T)
         if cfg.whiten_advantages:
-            adv = _whiten(st.world, adv, mask)          # over every rank's response tokens
+            moments = st.world.masked_moments(adv, mask)[:2] if st.world.size > 1 else None
+            adv = masked_whiten(adv, mask, moments=moments)   # over every rank's response tokens
     # ---- 5. epochs × minibatches ----------------------------------------------------------
     stats = _update(cfg, st, ro, adv, returns, old_values)
     sync(device)                                        # the last optimizer step too
@@ -1009,16 +1010,6 @@ def _record(cfg: RLHFConfig, st: _State, it: int, ro: TokenRollout, kl: torch.Te
                           "proxy": float(ro.scores[i]), "gold": float(ro.gold[i])}
                          for i in range(min(cfg.n_samples, cfg.batch_size))]
     return record
-
-
-def _whiten(world: World, adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`masked_whiten(adv, mask)`, `(B, T)`, with mean and variance over every rank's
-    response tokens (one process: exactly `masked_whiten`)."""
-    if world.size == 1:
-        return masked_whiten(adv, mask)
-    mean, var, _ = world.masked_moments(adv, mask)
-    whitened = (adv - mean) * (var + 1e-8) ** -0.5
-    return torch.where(mask, whitened, adv)
 
 
 def _explained_variance(world: World, returns: torch.Tensor, values: torch.Tensor,
